@@ -1,0 +1,1 @@
+"""One training task per method (see :mod:`zoo.engine.tasks.base`)."""

@@ -1,0 +1,327 @@
+"""Weight resolution: our Hub repos, the authors' releases, local files.
+
+``pretrained`` (see :func:`zoo.create_model`) resolves in this order:
+
+* ``False``: nothing; the model keeps its random initialisation and nothing is downloaded.
+* ``True``: the model's ``"default"`` weight source in the registry. A ``"zoo"`` source is our
+  safetensors + config.json on the Hub (pinned revision, sha256 checked); a ``"release"`` source
+  is the authors' checkpoint, downloaded once, converted and cached as safetensors.
+* a name of another registered source (e.g. ``"moco_v2"``, ``"backbone"``).
+* ``"hf-hub:org/repo[@revision]"``: a repo laid out as ``python -m zoo export`` writes it.
+* a path: a directory (or ``model.safetensors``) written by ``python -m zoo convert``/``export``,
+  or an original checkpoint, converted on the fly.
+
+Environment: ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME``/``HF_HUB_CACHE`` are read at call
+time (not only when huggingface_hub is first imported); ``TORCH_HOME`` locates the cache of
+converted releases (``$TORCH_HOME/zoo``); a :class:`~zoo.registry.UrlFile`'s ``env_base`` variable
+overrides its base URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from zoo.errors import (
+    ChecksumError,
+    CheckpointError,
+    DownloadError,
+    StateDictMismatchError,
+    WeightsNotFoundError,
+    WeightsUnavailableError,
+)
+from zoo.registry import HubFile, ModelInfo, UrlFile, WeightSource
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def zoo_cache_dir() -> Path:
+    """``$TORCH_HOME/zoo`` (``~/.cache/torch/zoo`` by default): converted releases and downloads."""
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    return Path(torch_home) / "zoo"
+
+
+def _hf_cache_dir() -> str | None:
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_SUPPLY_HINT = ("Supply the weights yourself with pretrained=PATH (a directory from "
+                "`python -m zoo convert`, or the authors' checkpoint file), "
+                "or build without weights with pretrained=False.")
+
+
+def download_hub_file(ref: HubFile) -> Path:
+    """Download (or find in the cache) one pinned Hub file and check its sha256."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{ref.repo_id}/{ref.filename}@{ref.revision}"
+    try:
+        path = hf_hub_download(
+            ref.repo_id, ref.filename, revision=ref.revision, repo_type=ref.repo_type,
+            endpoint=os.environ.get("HF_ENDPOINT") or None, cache_dir=_hf_cache_dir(),
+            local_files_only=is_offline(),
+        )
+    except RevisionNotFoundError as err:
+        raise WeightsNotFoundError(f"revision {ref.revision!r} not found in Hub repo {ref.repo_id}") from err
+    except EntryNotFoundError as err:
+        raise WeightsNotFoundError(f"file {ref.filename!r} not found in Hub repo {ref.repo_id} at {ref.revision}") from err
+    except RepositoryNotFoundError as err:
+        raise WeightsNotFoundError(f"Hub repo {ref.repo_id!r} not found (or private)") from err
+    except LocalEntryNotFoundError as err:
+        state = "offline (HF_HUB_OFFLINE is set)" if is_offline() else "the Hub cannot be reached"
+        raise WeightsUnavailableError(f"{where} is not in the local cache and {state}. {_SUPPLY_HINT}") from err
+    except OSError as err:  # connection refused, truncated transfer ...
+        raise DownloadError(f"downloading {where} failed: {err}") from err
+    if ref.sha256:
+        actual = sha256_file(path)
+        if actual != ref.sha256:
+            _evict_hub_file(Path(path))
+            raise ChecksumError(f"{where}: sha256 {actual} differs from the pinned {ref.sha256}; "
+                                "the downloaded file was deleted from the cache")
+    return Path(path)
+
+
+def _evict_hub_file(path: Path) -> None:
+    """Remove a bad file from the Hub cache: the snapshot link and the blob it points to."""
+    blob = path.resolve()
+    for p in (path, blob):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def download_url(ref: UrlFile, dest_dir: Path | None = None) -> Path:
+    """Download a release asset once into ``$TORCH_HOME/zoo/downloads`` (atomic, checksummed)."""
+    url = ref.url
+    if ref.env_base and os.environ.get(ref.env_base):
+        url = os.environ[ref.env_base].rstrip("/") + "/" + url.rsplit("/", 1)[-1]
+    name = url.rsplit("/", 1)[-1]
+    dest_dir = dest_dir or zoo_cache_dir() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    dest = dest_dir / name
+    if dest.is_file():
+        return dest
+    if is_offline():
+        raise WeightsUnavailableError(f"{url} is not in the local cache ({dest}) and HF_HUB_OFFLINE is set. {_SUPPLY_HINT}")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.", suffix=".part")
+    try:
+        digest = hashlib.sha256()
+        received = 0
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, os.fdopen(fd, "wb") as out:
+                expected = response.headers.get("Content-Length")
+                for block in _progress(iter(lambda: response.read(1 << 20), b""), name,
+                                       int(expected) if expected else None):
+                    out.write(block)
+                    digest.update(block)
+                    received += len(block)
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                raise WeightsNotFoundError(f"{url}: not found (HTTP 404)") from err
+            raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
+        except (urllib.error.URLError, OSError) as err:
+            raise WeightsUnavailableError(f"{url} cannot be reached ({err}) and it is not cached. {_SUPPLY_HINT}") from err
+        if expected is not None and received != int(expected):
+            raise DownloadError(f"{url}: download truncated ({received} of {expected} bytes)")
+        if ref.sha256 and digest.hexdigest() != ref.sha256:
+            raise ChecksumError(f"{url}: sha256 {digest.hexdigest()} differs from the pinned {ref.sha256}")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def _progress(blocks: Any, name: str, total: int | None) -> Any:
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return blocks
+
+    def gen() -> Any:
+        with tqdm(total=total, unit="B", unit_scale=True, desc=name, leave=False) as bar:
+            for block in blocks:
+                bar.update(len(block))
+                yield block
+    return gen()
+
+
+# --------------------------------------------------------------------------- zoo format
+
+
+def save_pretrained(out_dir: str | Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any],
+                    extra_files: dict[str, str] | None = None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (+ extra text files) atomically into ``out_dir``.
+
+    Files are written into a temporary directory beside ``out_dir`` and moved in one by one with
+    ``os.replace``, so a reader never sees a half-written file.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tmp-") as tmp:
+        tmp = Path(tmp)
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        for name in [WEIGHTS_NAME, CONFIG_NAME, *(extra_files or {})]:
+            os.replace(tmp / name, out_dir / name)
+    return out_dir
+
+
+def load_pretrained_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a directory (or its ``model.safetensors``) in the zoo's format."""
+    path = Path(path)
+    weights = path / WEIGHTS_NAME if path.is_dir() else path
+    config_path = weights.parent / CONFIG_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: no such file (expected the output of `python -m zoo convert`)")
+    try:
+        state_dict = load_file(str(weights))
+    except Exception as err:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return state_dict, config
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists every missing, unexpected and misshaped key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    misshaped = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                       for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    if missing or unexpected or misshaped:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:12]) + (f" ... (+{len(keys) - 12} more)" if len(keys) > 12 else "")
+        parts = [f"{label} ({len(keys)}): {show(keys)}" for label, keys in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", misshaped)) if keys]
+        raise StateDictMismatchError(
+            f"{source} does not fit {type(model).__name__} — is it a checkpoint of another model or variant? "
+            + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+@dataclass
+class ResolvedWeights:
+    """What :func:`resolve_weights` found: a state dict + config, or an initialiser to run."""
+
+    description: str
+    state_dict: dict[str, torch.Tensor] | None = None
+    config: dict[str, Any] | None = None
+    init_fn: Callable[[torch.nn.Module], None] | None = None
+
+
+def _convert_cached(info: ModelInfo, checkpoint: Path, options: dict[str, Any] | None = None) -> ResolvedWeights:
+    """Convert an original checkpoint once; later calls read the cached safetensors."""
+    if info.converter is None:
+        raise CheckpointError(f"{checkpoint}: {info.name} has no converter for original checkpoints")
+    digest = sha256_file(checkpoint)
+    cache = zoo_cache_dir() / "converted" / info.name / digest[:20]
+    if (cache / WEIGHTS_NAME).is_file():
+        state_dict, config = load_pretrained_dir(cache)
+        return ResolvedWeights(f"{checkpoint} (converted, cached in {cache})", state_dict, config)
+    state_dict, config = info.converter(checkpoint, **(options or {}))
+    config = {**config, "architecture": info.name,
+              "source": {"file": checkpoint.name, "sha256": digest, **config.get("source", {})}}
+    save_pretrained(cache, state_dict, config)
+    return ResolvedWeights(f"{checkpoint} (converted)", state_dict, config)
+
+
+def _resolve_source(info: ModelInfo, tag: str, source: WeightSource) -> ResolvedWeights:
+    if source.kind == "init":
+        assert source.init_fn is not None
+        return ResolvedWeights(f"{info.name}:{tag} ({source.description})", init_fn=source.init_fn)
+    if source.kind == "zoo":
+        assert isinstance(source.file, HubFile)
+        weights = download_hub_file(source.file)
+        config_ref = HubFile(source.file.repo_id, CONFIG_NAME, source.file.revision, None, source.file.repo_type)
+        download_hub_file(config_ref)
+        state_dict, config = load_pretrained_dir(weights)
+        return ResolvedWeights(f"hf-hub:{source.file.repo_id}@{source.file.revision}", state_dict, config)
+    if source.kind == "release":
+        path = download_hub_file(source.file) if isinstance(source.file, HubFile) else download_url(source.file)
+        return _convert_cached(info, path)
+    raise ValueError(f"{info.name}:{tag}: unknown weight source kind {source.kind!r}")
+
+
+def resolve_weights(info: ModelInfo, pretrained: bool | str) -> ResolvedWeights | None:
+    """Find the weights ``pretrained`` names for model ``info`` (see the module docstring)."""
+    if pretrained is False or pretrained is None:
+        return None
+    if pretrained is True:
+        if "default" not in info.weights:
+            raise WeightsUnavailableError(
+                info.no_weights_reason or f"{info.name} has no published weights; pass pretrained=PATH.")
+        return _resolve_source(info, "default", info.weights["default"])
+    if not isinstance(pretrained, (str, os.PathLike)):
+        raise TypeError(f"pretrained must be True, False or a string, not {type(pretrained).__name__}")
+    pretrained = str(pretrained)
+    if pretrained in info.weights:
+        return _resolve_source(info, pretrained, info.weights[pretrained])
+    if pretrained.startswith("hf-hub:"):
+        repo, _, revision = pretrained[len("hf-hub:"):].partition("@")
+        weights = download_hub_file(HubFile(repo, WEIGHTS_NAME, revision or "main"))
+        download_hub_file(HubFile(repo, CONFIG_NAME, revision or "main"))
+        state_dict, config = load_pretrained_dir(weights)
+        return ResolvedWeights(pretrained, state_dict, config)
+    path = Path(pretrained).expanduser()
+    if path.is_dir() or path.suffix == ".safetensors":
+        state_dict, config = load_pretrained_dir(path)
+        arch = config.get("architecture")
+        if arch and arch != info.name:
+            raise CheckpointError(f"{path} holds weights of {arch}, not {info.name}")
+        return ResolvedWeights(str(path), state_dict, config)
+    if path.is_file():
+        return _convert_cached(info, path)
+    names = ", ".join(repr(t) for t in info.weights) or "none"
+    raise WeightsNotFoundError(
+        f"pretrained={pretrained!r} for {info.name}: no such file or directory, and not a weight source "
+        f"name (known: {names}) nor 'hf-hub:org/repo[@revision]'")
+
+
+def clear_converted_cache(name: str | None = None) -> None:
+    """Delete converted releases from ``$TORCH_HOME/zoo/converted`` (all, or one model's)."""
+    root = zoo_cache_dir() / "converted"
+    shutil.rmtree(root / name if name else root, ignore_errors=True)

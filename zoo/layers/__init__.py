@@ -1,0 +1,7 @@
+"""Small composable layers shared by the models."""
+
+from zoo.layers.gem import GeM, gem
+from zoo.layers.norm import L2Norm, freeze_batchnorm, l2n
+from zoo.layers.sinkhorn import log_sinkhorn
+
+__all__ = ["GeM", "L2Norm", "freeze_batchnorm", "gem", "l2n", "log_sinkhorn"]

@@ -1,0 +1,1 @@
+"""The papers' losses, one module per method."""

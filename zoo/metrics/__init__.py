@@ -1,0 +1,1 @@
+"""Retrieval metrics, each following a named reference implementation (see each module)."""

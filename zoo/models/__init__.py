@@ -1,0 +1,1 @@
+"""One module per method; each registers its :class:`~zoo.registry.ModelInfo` on import."""
