@@ -40,6 +40,7 @@ from zoo.errors import (
     StateDictMismatchError,
     WeightsNotFoundError,
     WeightsUnavailableError,
+    ZooError,
 )
 from zoo.registry import HubFile, ModelInfo, UrlFile, WeightSource
 
@@ -97,15 +98,15 @@ def download_hub_file(ref: HubFile) -> Path:
             endpoint=os.environ.get("HF_ENDPOINT") or None, cache_dir=_hf_cache_dir(),
             local_files_only=is_offline(),
         )
+    except LocalEntryNotFoundError as err:  # subclasses EntryNotFoundError: check it first
+        state = "offline (HF_HUB_OFFLINE is set)" if is_offline() else "the Hub cannot be reached"
+        raise WeightsUnavailableError(f"{where} is not in the local cache and {state}. {_SUPPLY_HINT}") from err
     except RevisionNotFoundError as err:
         raise WeightsNotFoundError(f"revision {ref.revision!r} not found in Hub repo {ref.repo_id}") from err
     except EntryNotFoundError as err:
         raise WeightsNotFoundError(f"file {ref.filename!r} not found in Hub repo {ref.repo_id} at {ref.revision}") from err
     except RepositoryNotFoundError as err:
         raise WeightsNotFoundError(f"Hub repo {ref.repo_id!r} not found (or private)") from err
-    except LocalEntryNotFoundError as err:
-        state = "offline (HF_HUB_OFFLINE is set)" if is_offline() else "the Hub cannot be reached"
-        raise WeightsUnavailableError(f"{where} is not in the local cache and {state}. {_SUPPLY_HINT}") from err
     except OSError as err:  # connection refused, truncated transfer ...
         raise DownloadError(f"downloading {where} failed: {err}") from err
     if ref.sha256:
@@ -262,7 +263,14 @@ def _convert_cached(info: ModelInfo, checkpoint: Path, options: dict[str, Any] |
     if (cache / WEIGHTS_NAME).is_file():
         state_dict, config = load_pretrained_dir(cache)
         return ResolvedWeights(f"{checkpoint} (converted, cached in {cache})", state_dict, config)
-    state_dict, config = info.converter(checkpoint, **(options or {}))
+    try:
+        state_dict, config = info.converter(checkpoint, **(options or {}))
+    except ZooError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        # A converter meeting an unexpected structure means the file is another model's checkpoint.
+        raise CheckpointError(f"{checkpoint} cannot be read as a {info.name} checkpoint "
+                              f"({type(err).__name__}: {err})") from err
     config = {**config, "architecture": info.name,
               "source": {"file": checkpoint.name, "sha256": digest, **config.get("source", {})}}
     save_pretrained(cache, state_dict, config)

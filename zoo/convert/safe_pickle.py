@@ -134,7 +134,7 @@ def _restricted_module(source: str) -> types.ModuleType:
 
 
 def load_checkpoint(path: str | Path) -> Any:
-    """Load a ``torch.save`` checkpoint (zip or legacy format) keeping only data.
+    """Load a ``torch.save`` checkpoint (zip or legacy format) or a plain pickle, keeping only data.
 
     Raises:
         UnsafeCheckpointError: the pickle references a code-running global.
@@ -148,8 +148,18 @@ def load_checkpoint(path: str | Path) -> Any:
                           pickle_module=_restricted_module(str(path)))
     except UnsafeCheckpointError:
         raise
-    except Exception as err:  # corrupt zip, truncated file, not a pickle ...
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
+    except Exception as err:  # corrupt zip, truncated file, or a plain pickle (not torch.save)
+        torch_error = err
+    try:
+        with open(path, "rb") as f:
+            unpickler = _RestrictedUnpickler(f, encoding="latin1")
+            unpickler.source = str(path)
+            return unpickler.load()
+    except UnsafeCheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint or pickle "
+                              f"({type(torch_error).__name__}: {torch_error})") from err
 
 
 def tensors_only(obj: Any) -> Any:

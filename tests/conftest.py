@@ -1,0 +1,38 @@
+"""Shared fixtures: an isolated cache per test and a loopback Hugging Face Hub."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from tests.hub_server import LoopbackHub  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets empty HF and torch caches, and no real Hub (an unknown endpoint fails fast)."""
+    root = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("HF_HOME", str(root / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(root / "hf" / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return root
+
+
+@pytest.fixture
+def hub_server(monkeypatch: pytest.MonkeyPatch) -> LoopbackHub:
+    """A running loopback Hub; ``HF_ENDPOINT`` points at it for the test's duration."""
+    hub = LoopbackHub().start()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    yield hub
+    hub.stop()

@@ -1,0 +1,112 @@
+"""A loopback HTTP server speaking the part of the Hugging Face Hub protocol that
+``hf_hub_download`` uses, and plain file serving for release URLs.
+
+Hub: ``HEAD|GET /{repo_id}/resolve/{revision}/{filename}`` answer with ``X-Repo-Commit``,
+``ETag`` (the sha256 for LFS-style files, as the Hub does), ``Content-Length`` and honour
+``Range``; a missing repo/revision/file gets 404 with ``X-Error-Code``. Releases:
+``GET /releases/{name}`` serves bytes registered with :meth:`LoopbackHub.add_release`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class LoopbackHub:
+    def __init__(self) -> None:
+        self.repos: dict[str, dict[str, dict[str, bytes]]] = {}   # repo -> commit -> files
+        self.branches: dict[str, dict[str, str]] = {}              # repo -> branch -> commit
+        self.releases: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.truncate: set[str] = set()                            # paths served short
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "LoopbackHub":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def add_commit(self, repo_id: str, files: dict[str, bytes], branch: str = "main") -> str:
+        """Publish ``files`` as a new commit of ``repo_id`` on ``branch``; returns the commit sha."""
+        previous = self.repos.get(repo_id, {}).get(self.branches.get(repo_id, {}).get(branch, ""), {})
+        merged = {**previous, **files}
+        digest = hashlib.sha1(repr(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in merged.items())).encode()
+                              + str(len(self.repos.get(repo_id, {}))).encode())
+        commit = digest.hexdigest()
+        self.repos.setdefault(repo_id, {})[commit] = merged
+        self.branches.setdefault(repo_id, {})[branch] = commit
+        return commit
+
+    def add_release(self, name: str, data: bytes) -> str:
+        self.releases[name] = data
+        return f"{self.url}/releases"
+
+    def _lookup(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        if path.startswith("/releases/"):
+            name = path[len("/releases/"):]
+            if name not in self.releases:
+                return 404, {}, b"not found"
+            return 200, {"ETag": f'"{hashlib.sha256(self.releases[name]).hexdigest()}"'}, self.releases[name]
+        parts = path.lstrip("/").split("/")
+        if "resolve" not in parts:
+            return 404, {"X-Error-Code": "RepoNotFound"}, b""
+        i = parts.index("resolve")
+        repo_id, revision, filename = "/".join(parts[:i]), parts[i + 1], "/".join(parts[i + 2:])
+        if repo_id not in self.repos:
+            return 401, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, b""
+        commit = self.branches[repo_id].get(revision, revision)
+        if commit not in self.repos[repo_id]:
+            return 404, {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"}, b""
+        files = self.repos[repo_id][commit]
+        if filename not in files:
+            return 404, {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found",
+                         "X-Repo-Commit": commit}, b""
+        data = files[filename]
+        return 200, {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}, data
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep pytest output clean
+                pass
+
+            def _answer(self, with_body: bool) -> None:
+                hub.requests.append((self.command, self.path))
+                status, headers, data = hub._lookup(self.path.split("?")[0])
+                start, end = 0, len(data)
+                if status == 200 and self.headers.get("Range", "").startswith("bytes="):
+                    lo, _, hi = self.headers["Range"][len("bytes="):].partition("-")
+                    start, end = int(lo or 0), (int(hi) + 1 if hi else len(data))
+                    status = 206
+                    headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+                body = data[start:end]
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if with_body:
+                    if self.path.split("?")[0] in hub.truncate:
+                        body = body[: len(body) // 2]
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                self._answer(with_body=False)
+
+            def do_GET(self) -> None:
+                self._answer(with_body=True)
+
+        return Handler
