@@ -254,25 +254,42 @@ class ResolvedWeights:
     init_fn: Callable[[torch.nn.Module], None] | None = None
 
 
-def _convert_cached(info: ModelInfo, checkpoint: Path, options: dict[str, Any] | None = None) -> ResolvedWeights:
-    """Convert an original checkpoint once; later calls read the cached safetensors."""
+def convert_checkpoint(info: ModelInfo, checkpoint: str | Path, **options: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read an original checkpoint with the model's converter; config records its sha256.
+
+    Raises CheckpointError (naming the file) when the converter meets a structure it does not
+    know, which means the file is another model's checkpoint.
+    """
+    checkpoint = Path(checkpoint)
     if info.converter is None:
         raise CheckpointError(f"{checkpoint}: {info.name} has no converter for original checkpoints")
-    digest = sha256_file(checkpoint)
-    cache = zoo_cache_dir() / "converted" / info.name / digest[:20]
-    if (cache / WEIGHTS_NAME).is_file():
-        state_dict, config = load_pretrained_dir(cache)
-        return ResolvedWeights(f"{checkpoint} (converted, cached in {cache})", state_dict, config)
+    if not checkpoint.exists() and not list(checkpoint.parent.glob(checkpoint.name + ".*")):
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
     try:
-        state_dict, config = info.converter(checkpoint, **(options or {}))
+        state_dict, config = info.converter(checkpoint, **options)
     except ZooError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
         # A converter meeting an unexpected structure means the file is another model's checkpoint.
         raise CheckpointError(f"{checkpoint} cannot be read as a {info.name} checkpoint "
                               f"({type(err).__name__}: {err})") from err
-    config = {**config, "architecture": info.name,
-              "source": {"file": checkpoint.name, "sha256": digest, **config.get("source", {})}}
+    source = {"file": checkpoint.name, **config.get("source", {})}
+    if checkpoint.is_file():
+        source["sha256"] = sha256_file(checkpoint)
+    elif Path(f"{checkpoint}.index").is_file():
+        source["index_sha256"] = sha256_file(f"{checkpoint}.index")
+    return state_dict, {**config, "architecture": info.name, "source": source}
+
+
+def _convert_cached(info: ModelInfo, checkpoint: Path, options: dict[str, Any] | None = None) -> ResolvedWeights:
+    """Convert an original checkpoint once; later calls read the cached safetensors."""
+    # A TensorFlow checkpoint is a prefix (PREFIX.index + PREFIX.data-*): key it by its index.
+    digest = sha256_file(checkpoint if checkpoint.is_file() else Path(f"{checkpoint}.index"))
+    cache = zoo_cache_dir() / "converted" / info.name / digest[:20]
+    if (cache / WEIGHTS_NAME).is_file():
+        state_dict, config = load_pretrained_dir(cache)
+        return ResolvedWeights(f"{checkpoint} (converted, cached in {cache})", state_dict, config)
+    state_dict, config = convert_checkpoint(info, checkpoint, **(options or {}))
     save_pretrained(cache, state_dict, config)
     return ResolvedWeights(f"{checkpoint} (converted)", state_dict, config)
 
@@ -321,7 +338,7 @@ def resolve_weights(info: ModelInfo, pretrained: bool | str) -> ResolvedWeights 
         if arch and arch != info.name:
             raise CheckpointError(f"{path} holds weights of {arch}, not {info.name}")
         return ResolvedWeights(str(path), state_dict, config)
-    if path.is_file():
+    if path.is_file() or Path(f"{path}.index").is_file():
         return _convert_cached(info, path)
     names = ", ".join(repr(t) for t in info.weights) or "none"
     raise WeightsNotFoundError(

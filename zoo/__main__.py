@@ -1,0 +1,203 @@
+"""``python -m zoo``: list models, convert original checkpoints, export, push to the Hub, retrieve.
+
+Run ``python -m zoo <command> --help`` for each command's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+EPILOG = """examples:
+  python -m zoo list
+  python -m zoo convert dinov2_salad --checkpoint dino_salad.ckpt --out weights/salad
+  python -m zoo convert cvft_vgg --checkpoint Model/CVUSA/model.ckpt --out weights/cvft
+  python -m zoo export dinov2_salad --pretrained weights/salad --out release/salad
+  python -m zoo push release/salad --repo my-org/dinov2-salad
+  python -m zoo retrieve --model dinov2_salad --database photos/db --queries photos/q --out results
+"""
+
+
+def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are parsed as JSON where they can be (numbers, booleans, lists)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --option expects key=value, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo.registry import ENTRY_POINTS, get_model_info
+
+    rows = [("model", "variants", "task", "dim", "pretrained=True", "licence", "paper")]
+    for name in ENTRY_POINTS:
+        try:
+            info = get_model_info(name)
+        except NotImplementedError:
+            rows.append((name, "-", "-", "-", "not yet ported", "-", "-"))
+            continue
+        default = info.weights.get("default")
+        source = {"zoo": "our Hub repo", "release": "authors' release"}.get(default.kind, default.kind) if default else "none published"
+        rows.append((name, ", ".join(info.variants), info.task, str(info.dim(info.variant_kwargs())), source,
+                     info.licence, info.paper + (f" (arXiv:{info.arxiv})" if info.arxiv else "")))
+    if args.json:
+        print(json.dumps([dict(zip(rows[0], r)) for r in rows[1:]], indent=2))
+        return 0
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        if i == 0:
+            print("  ".join("-" * w for w in widths) + "  " + "-" * 5)
+    print(f"\n{len(zoo.list_models())} of {len(ENTRY_POINTS)} models ported. "
+          "Variants: name.variant, e.g. dinov2_salad.512_32.")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from zoo.export import model_card
+    from zoo.hub import convert_checkpoint, load_state_dict_strict, save_pretrained
+    from zoo.registry import get_model_info
+
+    info = get_model_info(args.name)
+    options = _parse_options(args.option)
+    if args.whitening:
+        options["whitening"] = args.whitening
+    state_dict, config = convert_checkpoint(info, args.checkpoint, **options)
+    variant = {**info.variant_kwargs(), **config.get("variant", {})}
+    # Build the architecture and load strictly before writing anything: a converter that
+    # produced keys the model does not have must fail here, not at first use.
+    model = info.builder(**variant)
+    load_state_dict_strict(model, state_dict, str(args.checkpoint))
+    config = {**config, "variant": variant, "descriptor_dim": info.dim(variant),
+              "weights": f"converted from {Path(args.checkpoint).name}"}
+    with torch.no_grad():
+        out = save_pretrained(args.out, state_dict, config, extra_files={"README.md": model_card(info.name, config)})
+    print(f"wrote {out / 'model.safetensors'} and config.json ({len(state_dict)} tensors, "
+          f"variant {json.dumps(variant)}); load it with pretrained={str(out)!r}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo.export import export_pretrained
+
+    model = zoo.create_model(args.name, pretrained=_pretrained_arg(args.pretrained))
+    out = export_pretrained(model, args.out)
+    print(f"exported {args.name} to {out} (model.safetensors, config.json, README.md)")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from huggingface_hub import HfApi
+
+    from zoo.hub import CONFIG_NAME, WEIGHTS_NAME, sha256_file
+
+    folder = Path(args.folder)
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        if not (folder / name).is_file():
+            raise SystemExit(f"error: {folder / name} is missing; write the folder with `python -m zoo export` first")
+    api = HfApi(token=args.token)
+    api.create_repo(args.repo, private=args.private, exist_ok=True)
+    info = api.upload_folder(repo_id=args.repo, folder_path=str(folder), commit_message=args.message)
+    commit = getattr(info, "oid", None) or str(info)
+    print(f"pushed {folder} to {args.repo} at commit {commit}")
+    print("registry entry: HubFile(" + json.dumps(args.repo) + f', "{WEIGHTS_NAME}", "{commit}", '
+          f'"{sha256_file(folder / WEIGHTS_NAME)}")')
+    return 0
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    from zoo.retrieve import retrieve_folders
+
+    result = retrieve_folders(
+        model_name=args.model, pretrained=_pretrained_arg(args.pretrained), queries=args.queries,
+        database=args.database, out_dir=args.out, topk=args.topk, device=args.device,
+        batch_size=args.batch_size, precision=args.precision)
+    for line in result.summary_lines():
+        print(line)
+    return 0
+
+
+def _pretrained_arg(value: str) -> bool | str:
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="print every model of the registry as a table")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("convert", help="convert an authors' checkpoint into model.safetensors + config.json",
+                       description="Read an original checkpoint (only tensors and plain values are unpickled), "
+                                   "map it to the zoo's layout, check it loads strictly, and write OUT/model.safetensors, "
+                                   "OUT/config.json (variant read from tensor shapes, source sha256) and a model card.")
+    p.add_argument("name", help="model name, e.g. dinov2_salad")
+    p.add_argument("--checkpoint", required=True, help="the original file (a TF checkpoint: its PREFIX)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--whitening", help="aml_student: learned whitening file to fold in")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="converter-specific option (repeatable), e.g. --option teacher_checkpoint=t.pth")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="write a model (any weight source) in the zoo's format with a model card")
+    p.add_argument("name")
+    p.add_argument("--pretrained", default="true", help="weight source: true, false, a path or hf-hub:org/repo[@rev]")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("push", help="upload an exported folder to a Hugging Face Hub repo")
+    p.add_argument("folder")
+    p.add_argument("--repo", required=True, help="org/name on the Hub")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--token", default=None, help="Hub token (default: the logged-in one / HF_TOKEN)")
+    p.add_argument("--message", default="Upload weights converted with retrieval-zoo")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("retrieve", help="embed two image folders and write each query's top-k matches",
+                       description="Embeds every image of --queries with encode_query and of --database with "
+                                   "encode_database, searches exactly, and writes OUT/results.csv, OUT/results.json "
+                                   "and OUT/grid.png (each query with its top matches).")
+    p.add_argument("--model", required=True, help="model name (python -m zoo list)")
+    p.add_argument("--pretrained", default="true", help="weight source: true, false, a path or hf-hub:org/repo[@rev]")
+    p.add_argument("--queries", required=True, help="folder of query images")
+    p.add_argument("--database", required=True, help="folder of database images")
+    p.add_argument("--out", default="outputs/retrieve", help="output folder (default: %(default)s)")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.set_defaults(func=cmd_retrieve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from zoo.errors import ZooError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ZooError, KeyError, NotImplementedError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
