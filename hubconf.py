@@ -53,7 +53,8 @@ def ucdir_moco(pretrained=True, variant=None, **kwargs):
     Hu & Lee, "Feature Representation Learning for Unsupervised Cross-domain Image Retrieval",
     ECCV 2022 (arXiv:2207.09721). Input: ``(B, 3, 224, 224)`` ImageNet-normalised. Output:
     ``(B, 128)`` L2-normalised. The authors released no trained weights: ``pretrained=True``
-    explains how to train them; ``pretrained="moco_v2"`` starts from MoCo v2 (CC-BY-NC 4.0).
+    explains how to train them; ``pretrained="moco_v2"`` starts from MoCo v2.
+    Licence: MoCo v2 weights CC-BY-NC 4.0; the original repository's licence is recorded in the registry.
     """
     return _create_model("ucdir_moco", pretrained=pretrained, variant=variant, **kwargs)
 
