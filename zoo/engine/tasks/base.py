@@ -47,10 +47,16 @@ class StepContext:
 
 
 class TrainTask:
-    """Base class: override what your method needs. ``recipe`` is the resolved recipe dict."""
+    """Base class: override what your method needs. ``recipe`` is the resolved recipe dict.
+
+    ``data_root`` is the data set folder itself: ``--data-root / data.subdir`` (``--data-root``
+    when the recipe has no ``data.subdir``; None without ``--data-root``).
+    """
 
     #: a collate function for the data loader (None: torch's default)
     collate_fn: Callable | None = None
+    #: items per rank per micro-batch (global batch / (world size * accumulation)); set by the engine
+    micro_batch_size: int = 0
 
     def __init__(self, recipe: dict[str, Any], data_root: Path | None, dist: DistInfo) -> None:
         self.recipe = recipe
@@ -76,8 +82,19 @@ class TrainTask:
         """
         return None
 
+    def build_batch_sampler(self, dataset: Dataset, batch_size: int, seed: int) -> Sampler | None:
+        """Optional: a sampler yielding this rank's micro-batches (lists of ``batch_size`` indices).
+
+        Takes precedence over :meth:`build_sampler`; same determinism contract, ``set_epoch`` and
+        ``__len__`` (number of batches) required.
+        """
+        return None
+
     def param_groups(self, model: nn.Module) -> Iterable[dict[str, Any]] | None:
-        """Parameter groups with their own ``lr``/``weight_decay`` (None: one group, all trainable params)."""
+        """Parameter groups with their own ``lr``/``weight_decay`` (None: one group, all trainable params).
+
+        A group may instead carry ``lr_scale``: a factor on the recipe's ``optimizer.lr``.
+        """
         return None
 
     # -- the loop --
