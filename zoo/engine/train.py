@@ -1,0 +1,561 @@
+"""The training loop every recipe runs (``training/train.py`` is its command line).
+
+The engine owns what is generic: process group and DistributedDataParallel, resumable
+distributed sampling, optimiser and schedule from the recipe, autocast and grad scaling,
+accumulation, clipping, atomic checkpoints with exact resume, logging and export. A
+:class:`~zoo.engine.tasks.base.TrainTask` owns the model, data, sampler and loss of one paper.
+
+Exact resume: a checkpoint holds model, optimiser, schedule, grad scaler, task state, the
+position (epoch, step) and every RNG state of every rank. Randomness inside a data set's
+``__getitem__`` is reseeded per item from ``(seed, epoch, index)``, so augmentation does not
+depend on where a run was resumed, on the number of loader workers, nor on the world size; the
+data loader gets its own generator, so building it consumes none of the global RNG. On CPU an
+interrupted and resumed run ends with bitwise the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib
+import itertools
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from zoo.engine import distributed as D
+from zoo.engine.checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from zoo.engine.recipes import RecipeError, dump_recipe, validate
+from zoo.engine.schedules import Schedule, build_optimizer
+from zoo.engine.tasks.base import DistInfo, StepContext, TrainTask, get_task
+from zoo.errors import DatasetError, InputError
+
+log = logging.getLogger("zoo.train")
+
+#: recipe keys that may change between a run and its resume (they do not affect the weights)
+RESUMABLE_CHANGES = {"description", "follows", "eval", "num_workers", "checkpoint_every",
+                     "keep_checkpoints", "log_every"}
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainOptions:
+    """Run-time choices that are not part of the recipe (they do not change the result)."""
+
+    out_dir: Path
+    data_root: Path | None = None
+    resume: bool = False
+    device: str | None = None          # "cpu" | "cuda" | None (CUDA when available)
+    tensorboard: bool = False
+    progress: bool = True
+    stop_after_steps: int | None = None  # debug: stop without a final checkpoint, like a killed run
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    export_dir: Path | None
+    step: int
+    epoch: int
+    interrupted: bool
+    last_metrics: dict[str, float]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+# --------------------------------------------------------------------------- data
+
+
+class ShardedRandomSampler(Sampler[int]):
+    """The engine's default sampler: a permutation of the data set seeded by (seed, epoch), sharded by rank.
+
+    Rank ``r`` takes every ``world``-th index from position ``r``; the tail that does not divide
+    evenly is dropped so that every rank yields the same count. With per-rank batches ``b`` the
+    union of the ranks' ``k``-th batches is the ``k``-th block of ``b * world`` indices of the
+    permutation: the same global batches as one process with batch ``b * world``.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+        self.size, self.seed, self.rank, self.world_size, self.shuffle = size, seed, rank, world_size, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size // self.world_size
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        return iter(order[: len(self) * self.world_size][self.rank::self.world_size].tolist())
+
+
+class _SkipFirst(Sampler):
+    """Yields a sampler's items after the first ``skip`` (the part of an epoch done before a resume)."""
+
+    def __init__(self, sampler: Sampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator:
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+
+class _SeededItems(Dataset):
+    """Reseeds python/numpy/torch RNGs from (seed, epoch, index) before each item of ``dataset``.
+
+    In the main process (``num_workers=0``) the generators' states are restored afterwards, so
+    that loading data does not disturb the training RNG (dropout, task randomness).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        item_seed = np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1, np.uint64)[0]
+        in_worker = torch.utils.data.get_worker_info() is not None
+        saved = None if in_worker else (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        random.seed(int(item_seed))
+        np.random.seed(int(item_seed) % 2**32)
+        torch.default_generator.manual_seed(int(item_seed) % 2**63)
+        try:
+            return self.dataset[index]
+        finally:
+            if saved is not None:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+                torch.set_rng_state(saved[2])
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor (in nested tuples/lists/dicts) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [to_device(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def count_images(batch: Any) -> int:
+    """Images in a batch: all leading dims of every tensor with >= 4 dims; else the first tensor's length."""
+    tensors = []
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            tensors.append(x)
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+    walk(batch)
+    images = sum(math.prod(t.shape[:-3]) for t in tensors if t.dim() >= 4)
+    return images or (len(tensors[0]) if tensors and tensors[0].dim() else 0)
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class MetricsLog:
+    """Rows of scalars to ``metrics.jsonl`` and ``metrics.csv`` (and TensorBoard when asked), rank 0 only."""
+
+    def __init__(self, out_dir: Path, enabled: bool, resume_step: int | None, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.jsonl, self.csv = out_dir / "metrics.jsonl", out_dir / "metrics.csv"
+        self.fields: list[str] | None = None
+        self.writer = None
+        if not enabled:
+            return
+        rows = []
+        if resume_step is not None and self.jsonl.is_file():
+            # Rows written after the checkpoint (before the interruption) are replayed by the resumed run.
+            rows = [r for r in map(json.loads, self.jsonl.read_text().splitlines()) if r.get("step", 0) <= resume_step]
+        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        self.csv.unlink(missing_ok=True)
+        for row in rows:
+            self._csv_row(row)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.warning("--tensorboard: the tensorboard package is not installed; logging to CSV/JSONL only")
+            else:
+                self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step)
+
+    def _csv_row(self, row: dict[str, Any]) -> None:
+        new = self.fields is None
+        if new:
+            self.fields = list(row)
+        with self.csv.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if row.get("kind") == "train":
+            self._csv_row(row)
+        if self.writer is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.writer.add_scalar(f"{row.get('kind', 'train')}/{key}", value, row["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# --------------------------------------------------------------------------- checks before any work
+
+
+def _resolve_task(recipe: dict[str, Any]) -> type[TrainTask]:
+    import difflib
+
+    for module in recipe["imports"]:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            raise RecipeError(f"imports: cannot import {module!r} ({err})") from None
+    try:
+        return get_task(recipe["task"])
+    except KeyError:
+        from zoo.engine.tasks.base import _TASKS
+        close = difflib.get_close_matches(recipe["task"], list(_TASKS), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise RecipeError(f"task: unknown training task {recipe['task']!r}.{hint} "
+                          f"Known tasks: {', '.join(sorted(_TASKS)) or 'none'}") from None
+
+
+def _check_model(recipe: dict[str, Any]) -> None:
+    from zoo.registry import get_model_info
+
+    try:
+        info = get_model_info(recipe["model"]["name"])
+        if recipe["model"]["variant"]:
+            info.variant_kwargs(recipe["model"]["variant"])
+    except (KeyError, ValueError, NotImplementedError) as err:
+        raise RecipeError(f"model: {err.args[0] if err.args else err}") from None
+
+
+def resolve_data_dir(recipe: dict[str, Any], data_root: Path | None) -> Path | None:
+    """``data_root / data.subdir`` (checked to exist), ``data_root`` without a subdir, or None."""
+    subdir = recipe["data"]["subdir"]
+    if data_root is None:
+        if subdir:
+            raise DatasetError(f"recipe {recipe['name']!r} trains on {subdir!r}: pass --data-root DIR "
+                               f"(the folder that holds {subdir}/)")
+        return None
+    data_root = Path(data_root).expanduser()
+    if not data_root.is_dir():
+        raise DatasetError(f"--data-root {data_root}: no such directory")
+    data_dir = data_root / subdir if subdir else data_root
+    if not data_dir.is_dir():
+        raise DatasetError(f"{data_dir}: no such directory (recipe {recipe['name']!r} expects its data "
+                           f"set in {subdir!r} under --data-root {data_root})")
+    return data_dir
+
+
+def _check_resume_recipe(saved: dict[str, Any], recipe: dict[str, Any], where: Path) -> None:
+    differ = sorted(k for k in set(saved) | set(recipe)
+                    if k not in RESUMABLE_CHANGES and saved.get(k) != recipe.get(k))
+    if differ:
+        detail = "; ".join(f"{k}: {saved.get(k)!r} in the checkpoint vs {recipe.get(k)!r} now" for k in differ)
+        raise RecipeError(f"--resume: the recipe differs from the one {where} was trained with ({detail}). "
+                          "Pass the same overrides, or choose another --out for a new run")
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class Trainer:
+    """One training run; build with :meth:`__init__` (all checks), run with :meth:`run`."""
+
+    def __init__(self, recipe: dict[str, Any], options: TrainOptions) -> None:
+        self.recipe = recipe = validate(recipe, source=f"recipe {recipe.get('name', '?')!r}")
+        self.opts = options
+        self.task_cls = _resolve_task(recipe)
+        _check_model(recipe)
+        self.data_dir = resolve_data_dir(recipe, options.data_root)
+        self.owns_group = not D.is_distributed()
+        self.dist: DistInfo = D.init_distributed(options.device)
+        self.dtype = _DTYPES[recipe["precision"]]
+        if recipe["precision"] == "fp16" and self.dist.device.type != "cuda":
+            raise RecipeError("precision: fp16 needs a CUDA device (grad scaling); use bf16 or fp32 on CPU")
+        world, accum = self.dist.world_size, recipe["grad_accum_steps"]
+        if recipe["batch_size"] % (world * accum):
+            raise RecipeError(f"batch_size: the global batch {recipe['batch_size']} does not divide into "
+                              f"{world} process(es) x {accum} accumulation step(s)")
+        self.micro_batch = recipe["batch_size"] // (world * accum)
+        self.out_dir = Path(options.out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        existing = list_checkpoints(self.ckpt_dir)
+        if existing and not options.resume:
+            raise InputError(f"{self.out_dir} already holds checkpoints of a run: pass --resume to continue "
+                             "it, or choose another --out")
+        self.resume_from = existing[-1] if options.resume and existing else None
+        self.resume_state = load_checkpoint(self.resume_from) if self.resume_from else None
+        if self.resume_state is not None:
+            _check_resume_recipe(self.resume_state["recipe"], recipe, self.resume_from)
+        self.task: TrainTask = self.task_cls(recipe, self.data_dir, self.dist)
+        self.task.micro_batch_size = self.micro_batch
+        self.task.check_data()
+
+    # -- set-up -----------------------------------------------------------------
+    def _build(self) -> None:
+        recipe, dist = self.recipe, self.dist
+        _seed_all(recipe["seed"])  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        model = self.task.build_model().to(dist.device)
+        self.model = model
+        if dist.world_size > 1:
+            kwargs = {"device_ids": [dist.device.index]} if dist.device.type == "cuda" else {}
+            self.model = DistributedDataParallel(model, find_unused_parameters=recipe["find_unused_parameters"], **kwargs)
+        self.dataset = self.task.build_dataset()
+        self.seeded = _SeededItems(self.dataset, recipe["seed"])
+        self.batch_sampler = self.task.build_batch_sampler(self.dataset, self.micro_batch, recipe["seed"])
+        self.sampler = None if self.batch_sampler is not None else (
+            self.task.build_sampler(self.dataset, recipe["seed"])
+            or ShardedRandomSampler(len(self.dataset), recipe["seed"], dist.rank, dist.world_size))
+        self.optimizer = build_optimizer(recipe["optimizer"], self.task.param_groups(model), model)
+        self.steps_per_epoch = self._steps_in_epoch(0)
+        if self.steps_per_epoch == 0:
+            raise DatasetError(f"{self.data_dir or 'the data set'}: {len(self.dataset)} items give no full "
+                               f"batch of {recipe['batch_size']} (global)")
+        self.schedule = Schedule(self.optimizer, recipe["scheduler"], self.steps_per_epoch, recipe["epochs"])
+        self.scaler = torch.amp.GradScaler(dist.device.type, enabled=recipe["precision"] == "fp16")
+        _seed_all(recipe["seed"] + dist.rank)  # ranks draw different dropout/task randomness
+
+    def _steps_in_epoch(self, epoch: int) -> int:
+        source = self.batch_sampler if self.batch_sampler is not None else self.sampler
+        if hasattr(source, "set_epoch"):
+            source.set_epoch(epoch)
+        try:
+            n = len(source)  # type: ignore[arg-type]
+        except TypeError:
+            raise InputError(f"task {self.recipe['task']!r}: its sampler needs __len__ (items of one epoch "
+                             "on this rank)") from None
+        micro = n if self.batch_sampler is not None else n // self.micro_batch
+        steps = micro // self.recipe["grad_accum_steps"]
+        if self.recipe["max_steps_per_epoch"]:
+            steps = min(steps, self.recipe["max_steps_per_epoch"])
+        return D.all_reduce_min(steps)
+
+    def _loader(self, epoch: int, skip_micro: int) -> DataLoader:
+        self.seeded.epoch = epoch
+        generator = torch.Generator().manual_seed(self.recipe["seed"] * 1_000_003 + epoch * 1009 + self.dist.rank)
+        common = dict(num_workers=self.recipe["num_workers"], collate_fn=self.task.collate_fn,
+                      pin_memory=self.dist.device.type == "cuda", generator=generator)
+        if self.batch_sampler is not None:
+            return DataLoader(self.seeded, batch_sampler=_SkipFirst(self.batch_sampler, skip_micro), **common)
+        return DataLoader(self.seeded, batch_size=self.micro_batch, drop_last=True,
+                          sampler=_SkipFirst(self.sampler, skip_micro * self.micro_batch), **common)
+
+    # -- checkpoints ------------------------------------------------------------
+    def _save(self, step: int, epoch: int, step_in_epoch: int, epoch_steps: int) -> None:
+        if step_in_epoch >= epoch_steps:
+            epoch, step_in_epoch = epoch + 1, 0
+        rngs = D.all_gather_object(rng_state())
+        if self.dist.is_main:
+            save_checkpoint({
+                "recipe": self.recipe, "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch,
+                "world_size": self.dist.world_size,
+                "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+                "task": self.task.state_dict(), "rng": rngs,
+            }, self.ckpt_dir, step, self.recipe["keep_checkpoints"])
+        D.barrier()
+
+    def _restore(self, state: dict[str, Any]) -> tuple[int, int, int]:
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.task.load_state_dict(state["task"])
+        if state["world_size"] == self.dist.world_size:
+            set_rng_state(state["rng"][self.dist.rank])
+        else:
+            log.warning("resuming a %d-process run with %d processes: data order is kept, random states "
+                        "are reseeded (the result will not be bitwise that of an uninterrupted run)",
+                        state["world_size"], self.dist.world_size)
+            _seed_all(self.recipe["seed"] + self.dist.rank + 7919 * state["step"])
+        return state["step"], state["epoch"], state["step_in_epoch"]
+
+    # -- run --------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:
+            if self.owns_group:
+                D.cleanup()
+
+    def _run(self) -> TrainResult:
+        recipe, dist, opts = self.recipe, self.dist, self.opts
+        self._build()
+        step = epoch = start_in_epoch = 0
+        if self.resume_state is not None:
+            step, epoch, start_in_epoch = self._restore(self.resume_state)
+            if dist.is_main:
+                print(f"resuming from {self.resume_from} (epoch {epoch}, step {step})", flush=True)
+            self.resume_state = None
+        elif opts.resume and dist.is_main:
+            print(f"--resume: no checkpoint in {self.ckpt_dir}; starting a new run", flush=True)
+        if dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+        metrics_log = MetricsLog(self.out_dir, dist.is_main, step if self.resume_from else None, opts.tensorboard)
+        from tqdm.auto import tqdm
+        bar = tqdm(total=recipe["epochs"] * self.steps_per_epoch, initial=step, desc=recipe["name"],
+                   disable=not (dist.is_main and opts.progress), dynamic_ncols=True, unit="step")
+        accum, autocast = recipe["grad_accum_steps"], self._autocast
+        sums: dict[str, float] = {}
+        last: dict[str, float] = {}
+        count = images = 0
+        tick = time.perf_counter()
+        interrupted = False
+        try:
+            for epoch in range(epoch, recipe["epochs"]):
+                epoch_steps = self._steps_in_epoch(epoch) if epoch else self.steps_per_epoch
+                if start_in_epoch == 0:
+                    self.task.on_epoch_start(self.model, epoch)
+                self.model.train()
+                batches = iter(self._loader(epoch, start_in_epoch * accum))
+                for step_in_epoch in range(start_in_epoch, epoch_steps):
+                    lrs = self.schedule.apply(step, epoch)
+                    ctx = StepContext(epoch=epoch, step=step, steps_per_epoch=epoch_steps, dist=dist,
+                                      autocast_dtype=self.dtype)
+                    for micro in range(accum):
+                        batch = to_device(next(batches), dist.device)
+                        images += count_images(batch)
+                        sync = micro == accum - 1 or not isinstance(self.model, DistributedDataParallel)
+                        with (contextlib.nullcontext() if sync else self.model.no_sync()), autocast():
+                            loss, step_metrics = self.task.training_step(self.model, batch, ctx)
+                        self.scaler.scale(loss / accum).backward()
+                        sums["loss"] = sums.get("loss", 0.0) + loss.detach().float()
+                        for key, value in step_metrics.items():
+                            sums[key] = sums.get(key, 0.0) + float(value)
+                        count += 1
+                    if recipe["clip_grad_norm"]:
+                        self.scaler.unscale_(self.optimizer)
+                        norm = torch.nn.utils.clip_grad_norm_(
+                            [p for g in self.optimizer.param_groups for p in g["params"]], recipe["clip_grad_norm"])
+                        sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * accum
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.task.after_optimizer_step(self.model, ctx)
+                    step += 1
+                    bar.update(1)
+                    done = step_in_epoch + 1 == epoch_steps
+                    if step % recipe["log_every"] == 0 or done:
+                        now = time.perf_counter()
+                        local = {k: float(v) / count for k, v in sums.items()}
+                        local["images"] = images
+                        row = D.mean_over_ranks(local)
+                        total_images = row.pop("images") * dist.world_size
+                        last = {"kind": "train", "step": step, "epoch": epoch, "loss": row.pop("loss"),
+                                "lr": lrs[0], **{f"lr_{i}": lr for i, lr in enumerate(lrs[1:], 1)},
+                                "images_per_s": total_images / max(now - tick, 1e-9), **row}
+                        if not math.isfinite(last["loss"]) and recipe["precision"] != "fp16":
+                            raise FloatingPointError(f"loss is {last['loss']} at step {step} (epoch {epoch})")
+                        metrics_log.write(last)
+                        bar.set_postfix(loss=f"{last['loss']:.4g}", img_s=f"{last['images_per_s']:.1f}",
+                                        lr=f"{lrs[0]:.3g}")
+                        sums, count, images, tick = {}, 0, 0, time.perf_counter()
+                    if opts.stop_after_steps is not None and step >= opts.stop_after_steps:
+                        interrupted = True
+                        return TrainResult(self.out_dir, None, step, epoch, True, last)
+                    if done or (recipe["checkpoint_every"] and step % recipe["checkpoint_every"] == 0):
+                        self._save(step, epoch, step_in_epoch + 1, epoch_steps)
+                start_in_epoch = 0
+                if recipe["eval"] and (epoch + 1) % recipe["eval"]["every_epochs"] == 0:
+                    result = self._evaluate(epoch, step)
+                    if result:
+                        metrics_log.write({"kind": "eval", "step": step, "epoch": epoch, **result})
+            export_dir = None
+            if dist.is_main:
+                export_dir = self._export(step)
+            D.barrier()
+            return TrainResult(self.out_dir, export_dir, step, recipe["epochs"] - 1, False, last)
+        finally:
+            bar.close()
+            metrics_log.close()
+            if interrupted and dist.is_main:
+                print(f"stopped after step {step} (--stop-after-steps); the last checkpoint is in {self.ckpt_dir}",
+                      flush=True)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.dist.device.type, dtype=self.dtype)
+
+    def _export(self, step: int) -> Path:
+        from zoo.export import export_pretrained
+
+        model = self.task.export_model(unwrap(self.model))
+        extra = {"weights": f"trained with recipe {self.recipe['name']!r} ({step} steps)",
+                 "training": {"recipe": self.recipe["name"], "steps": step, "epochs": self.recipe["epochs"]}}
+        return export_pretrained(model, self.out_dir / "export", extra_config=extra)
+
+    def _evaluate(self, epoch: int, step: int) -> dict[str, float] | None:
+        """Evaluate the model being trained on the recipe's table (rank 0; RNG states untouched)."""
+        try:
+            evaluate = importlib.import_module("zoo.engine.evaluate")
+        except ModuleNotFoundError:
+            if self.dist.is_main:
+                log.warning("eval: zoo.engine.evaluate is not available; skipping evaluation during training")
+            return None
+        result = None
+        saved = rng_state()
+        if self.dist.is_main:
+            model = self.task.export_model(unwrap(self.model))
+            was_training = model.training
+            model.eval()
+            try:
+                result = evaluate.evaluate_model_on_table(
+                    model, self.recipe["eval"]["table"], data_root=self.opts.data_root, device=self.dist.device,
+                    out_dir=self.out_dir / "eval" / f"epoch-{epoch:03d}", **self.recipe["eval"]["args"])
+            finally:
+                model.train(was_training)
+        set_rng_state(saved)
+        D.barrier()
+        return result
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(recipe: dict[str, Any], options: TrainOptions) -> TrainResult:
+    """Check everything (recipe, task, model name, data root, batch split, resume state), then train."""
+    return Trainer(recipe, options).run()
