@@ -169,3 +169,27 @@ def tensors_only(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(tensors_only(v) for v in obj if not isinstance(v, SkippedObject))
     return obj
+
+
+def load_npy(path: str | Path) -> Any:
+    """``numpy.load`` of a ``.npy`` file; object arrays are unpickled with the restricted unpickler.
+
+    Ground-truth files of VPR benchmarks are object arrays (lists of index arrays, file names),
+    which ``numpy.load`` only reads with ``allow_pickle=True``, i.e. by running pickle.
+    """
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"file not found: {path}")
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            _, _, dtype = read_header(f)
+        except ValueError as err:
+            raise CheckpointError(f"{path}: not a .npy file ({err})") from err
+        if not dtype.hasobject:
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+        return _restricted_module(str(path)).Unpickler(f).load()
