@@ -2,7 +2,7 @@
 
 The schedule is a closed-form factor of ``(step, epoch)`` multiplied onto every parameter
 group's own base learning rate, set before each optimiser step. Closed forms match torch's
-``LinearLR``, ``CosineAnnealingLR`` (first half-period), ``ExponentialLR``, ``StepLR`` and
+``LinearLR``, ``CosineAnnealingLR``, ``ExponentialLR``, ``StepLR`` and
 ``MultiStepLR`` when those are stepped once per step (``per: step``) or once per epoch
 (``per: epoch``), and make the state trivially resumable: it is derived from the position.
 """
@@ -91,7 +91,8 @@ class Schedule:
             f = s["start_factor"] + (s["end_factor"] - s["start_factor"]) * min(t, self.total) / self.total
         elif name == "cosine":
             eta = s["eta_min"] / base_lr if base_lr else 0.0
-            f = eta + (1 - eta) * (1 + math.cos(math.pi * min(t, self.total) / self.total)) / 2
+            # As torch's closed form: past total_iters the cosine rises again (SGDR without restarts).
+            f = eta + (1 - eta) * (1 + math.cos(math.pi * t / self.total)) / 2
         elif name == "exponential":
             f = s["gamma"] ** t
         elif name == "step":
