@@ -23,7 +23,7 @@ class LoopbackHub:
         self.requests: list[tuple[str, str]] = []
         self.truncate: set[str] = set()                            # paths served short
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:
