@@ -461,7 +461,8 @@ class Trainer:
                         self.scaler.scale(loss / accum).backward()
                         sums["loss"] = sums.get("loss", 0.0) + loss.detach().float()
                         for key, value in step_metrics.items():
-                            sums[key] = sums.get(key, 0.0) + float(value)
+                            if key != "loss":  # the engine logs the returned loss itself
+                                sums[key] = sums.get(key, 0.0) + float(value)
                         count += 1
                     if recipe["clip_grad_norm"]:
                         self.scaler.unscale_(self.optimizer)
