@@ -140,10 +140,14 @@ def test_torchrun_two_processes_match_one(recipes_dir: Path, tmp_path: Path) -> 
     assert losses_two == pytest.approx(losses_one, rel=1e-5)
 
 
-def test_bf16_on_cpu_with_clipping(recipes_dir: Path, tmp_path: Path) -> None:
+def test_bf16_on_cpu_with_clipping(recipes_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     recipe = resolve_recipe("toy", ["precision=bf16", "clip_grad_norm=0.05", "epochs=1", "log_every=1",
                                    "task_args.anchor_weight=0"], recipes_dir)
-    result = train(recipe, TrainOptions(tmp_path, device="cpu", progress=False))
+    result = train(recipe, TrainOptions(tmp_path, device="cpu", progress=False, tensorboard=True))
+    if importlib.util.find_spec("tensorboard") is None:
+        assert "tensorboard package is not installed" in caplog.text
+    else:
+        assert any((tmp_path / "tensorboard").iterdir())
     rows = _rows(tmp_path)
     assert result.step == 6 and len(rows) == 6
     assert all(r["loss"] == pytest.approx(r["fit"], rel=1e-6) for r in rows)  # loss == fit here, logged once

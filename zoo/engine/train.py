@@ -199,7 +199,8 @@ class MetricsLog:
         self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
         self.csv.unlink(missing_ok=True)
         for row in rows:
-            self._csv_row(row)
+            if row.get("kind") == "train":
+                self._csv_row(row)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
