@@ -176,3 +176,15 @@ def test_export_loads_through_hubconf(tmp_path: Path) -> None:
     _seed_all(TOY.get("seed", 0))  # the engine's initial weights: training changed them
     initial = zoo.create_model(name, pretrained=False).state_dict()
     assert any(not torch.equal(v, initial[k]) for k, v in hub.state_dict().items() if v.is_floating_point())
+
+
+def test_task_state_must_be_loadable_without_code() -> None:
+    import numpy as np
+
+    from zoo.engine.checkpoint import check_plain
+    from zoo.errors import CheckpointError
+
+    state = {"bank": torch.zeros(3, 2), "assign": [1, 2], "meta": {"k": 3, "name": "x", "p": None}}
+    assert check_plain(state, "task") is state
+    with pytest.raises(CheckpointError, match=r"task\['bank'\]\['x'\]: a numpy.ndarray .*torch.from_numpy"):
+        check_plain({"bank": {"x": np.zeros(2)}}, "task")

@@ -70,6 +70,29 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def check_plain(obj: Any, where: str) -> Any:
+    """``obj`` if it holds only tensors, numbers, str, bool, None, lists, tuples and str-keyed dicts.
+
+    What else a checkpoint held could not be read back with ``weights_only=True``: fail when
+    saving, naming the key, rather than at resume.
+    """
+    if isinstance(obj, (torch.Tensor, int, float, str, bool, type(None))):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            check_plain(value, f"{where}[{i}]")
+        return obj
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                raise CheckpointError(f"{where}: key {key!r} is a {type(key).__name__}; use str or int keys")
+            check_plain(value, f"{where}[{key!r}]")
+        return obj
+    hint = " (use torch.from_numpy)" if isinstance(obj, np.ndarray) else ""
+    raise CheckpointError(f"{where}: a {type(obj).__module__}.{type(obj).__name__} cannot go into a checkpoint; "
+                          f"use tensors, numbers, str, lists and dicts{hint}")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain containers only)."""
     try:

@@ -24,6 +24,7 @@ import logging
 import math
 import random
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from zoo.engine import distributed as D
-from zoo.engine.checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from zoo.engine.checkpoint import check_plain, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zoo.engine.recipes import RecipeError, dump_recipe, validate
 from zoo.engine.schedules import Schedule, build_optimizer
 from zoo.engine.tasks.base import DistInfo, StepContext, TrainTask, get_task
@@ -134,7 +135,8 @@ class _SeededItems(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> Any:
-        item_seed = np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1, np.uint64)[0]
+        key = int(index) if isinstance(index, (int, np.integer)) else zlib.crc32(repr(index).encode())
+        item_seed = np.random.SeedSequence([self.seed, self.epoch, key]).generate_state(1, np.uint64)[0]
         in_worker = torch.utils.data.get_worker_info() is not None
         saved = None if in_worker else (random.getstate(), np.random.get_state(), torch.get_rng_state())
         random.seed(int(item_seed))
@@ -391,7 +393,7 @@ class Trainer:
                 "world_size": self.dist.world_size,
                 "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
-                "task": self.task.state_dict(), "rng": rngs,
+                "task": check_plain(self.task.state_dict(), "task.state_dict()"), "rng": rngs,
             }, self.ckpt_dir, step, self.recipe["keep_checkpoints"])
         D.barrier()
 
