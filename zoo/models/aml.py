@@ -323,6 +323,23 @@ def _load_release_for_variant(model: nn.Module) -> None:
     load_release_into(model)
 
 
+def _imagenet_init(model: nn.Module) -> None:
+    """The student's trunk from ImageNet (what AML trains from): torchvision MobileNetV2 V1 weights
+    or timm ``tf_efficientnet_b3.aa_in1k`` (the weights timm's ``tf_efficientnet_b3`` loaded in 2020).
+    The 1x1 projection and the teacher keep their initialisation."""
+    student = getattr(model, "student", None)
+    if student is None:
+        raise ValueError("the 'imagenet' initialisation needs a model with a student")
+    if student.arch == "mobilenet_v2":
+        import torchvision
+        state = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+        student.backbone.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+    else:
+        import timm
+        net = timm.create_model("tf_efficientnet_b3.aa_in1k", pretrained=True, num_classes=0, global_pool="")
+        student.backbone.net.load_state_dict(net.state_dict())
+
+
 def _weights() -> dict[str, WeightSource]:
     weights = {
         "default": WeightSource(
@@ -332,6 +349,9 @@ def _weights() -> dict[str, WeightSource]:
             f"or alone, the cirtorch teacher ({CIRTORCH_BASE_URL}); downloaded once, converted, cached",
             init_fn=_load_release_for_variant, licence="no licence file (budnikm/aml); cirtorch: MIT"),
     }
+    weights["imagenet"] = WeightSource(
+        "init", "student trunk pre-trained on ImageNet (torchvision MobileNetV2 IMAGENET1K_V1 / timm "
+        "tf_efficientnet_b3.aa_in1k), for training", init_fn=_imagenet_init)
     for teacher in TEACHER_DIMS:
         weights[f"teacher_{teacher}"] = WeightSource(
             "release", f"cirtorch retrieval-SfM-120k GeM {teacher} with learned whitening",
