@@ -15,6 +15,7 @@ from tests.fixtures.salad_reference import seeded_images, seeded_state_dict
 from zoo.errors import InputError, WeightsUnavailableError
 
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "salad_depth2.safetensors"
+FULL_REFERENCE = REFERENCE.with_name("salad_full224.safetensors")
 VARIANTS = {"8192_256": 8448, "2048_64": 2112, "512_32": 544}
 
 
@@ -41,6 +42,19 @@ def test_matches_original_reference(tag: str) -> None:
             assert (ours - expected).abs().max().item() < 1e-4, key
             # The check has teeth: the two images give different descriptors.
             assert (expected[0] - expected[1]).abs().max().item() > 1e-3
+
+
+def test_full_depth_model_matches_original_reference() -> None:
+    """All 12 blocks (8 frozen + 4 trainable) at 224x224: one image, the default variant."""
+    model = zoo.create_model("dinov2_salad", pretrained=False)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    model.load_state_dict(seeded_state_dict(shapes))
+    with safe_open(str(FULL_REFERENCE), "pt") as f:
+        assert f.metadata()["depth"] == "12" and f.metadata()["num_trainable_blocks"] == "4"
+        expected = f.get_tensor("8192_256.224x224")
+    with torch.no_grad():
+        ours = model.eval()(seeded_images(1, 224, 224))
+    assert (ours - expected).abs().max().item() < 1e-4
 
 
 def test_reference_fails_with_timm_position_interpolation(monkeypatch: pytest.MonkeyPatch) -> None:
