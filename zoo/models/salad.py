@@ -104,7 +104,9 @@ class SALADAggregator(nn.Module):
         # Normalise each cluster's l-dim vector, then flatten l-major (index = j*m + k) as the original.
         clusters = l2n(clusters, dim=1).flatten(1)
         global_token = l2n(self.token_features(token), dim=-1)
-        return l2n(torch.cat((global_token, clusters.to(global_token.dtype)), dim=-1), dim=-1)
+        # Descriptors are float32 even under autocast: a bf16 vector of 8448 entries is only
+        # normalised to about 1e-3.
+        return l2n(torch.cat((global_token.float(), clusters.float()), dim=-1), dim=-1)
 
 
 class DINOv2SALAD(nn.Module):
