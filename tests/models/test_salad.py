@@ -163,3 +163,15 @@ def test_backbone_source_loads_dinov2_weights_from_the_hub(hub_server) -> None:
     model = zoo.create_model("dinov2_salad", pretrained="backbone", depth=1, num_trainable_blocks=1)
     assert torch.equal(model.backbone.pos_embed, timm_file["pos_embed"])
     assert torch.equal(model.backbone.blocks[0].attn.qkv.weight, timm_file["blocks.0.attn.qkv.weight"])
+
+
+def test_bf16_autocast_gives_float32_unit_descriptors_close_to_fp32() -> None:
+    model = _reference_model("512_32")
+    x = seeded_images(2, 126, 126)
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(x)
+    assert half.dtype == torch.float32
+    assert torch.allclose(half.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert (half * full).sum(-1).min() > 0.99
