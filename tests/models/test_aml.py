@@ -36,12 +36,37 @@ def _encode(fn, xs: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat([fn(x) for x in xs])
 
 
+def _write_cirtorch(path: Path, state: dict[str, torch.Tensor], prefix: str, arch: str, lw: dict | None = None) -> Path:
+    meta = {"architecture": arch, "pooling": "gem", "local_whitening": False, "regional": False, "whitening": False,
+            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    if lw is not None:
+        meta["Lw"] = lw
+    torch.save({"meta": meta, "state_dict": to_cirtorch(state, prefix)}, path)
+    return path
+
+
+def _numpy_whitening(state: dict[str, torch.Tensor], kind: str) -> dict[str, np.ndarray]:
+    # as cirtorch's whitenlearn leaves them: m (D, 1), P (D, D) float64
+    return {"m": state[f"whiten_{kind}.m"].numpy()[:, None], "P": state[f"whiten_{kind}.P"].double().numpy()}
+
+
 @pytest.mark.parametrize("student,teacher,short", PAIRS)
-def test_equals_original(student, teacher, short, reference, inputs) -> None:
+def test_equals_original(student, teacher, short, reference, inputs, tmp_path: Path) -> None:
+    """Seeded weights, written in the original checkpoint formats and converted, give the original's descriptors."""
     queries, database = inputs
     model = zoo.create_model(f"aml_student.{short}_{teacher}_asym", pretrained=False)
     state = seeded_state_dict(model)
-    model.load_state_dict(state)
+    lw = {"retrieval-SfM-120k": {k: _numpy_whitening(state, k) for k in ("ss", "ms")}}
+    t_path = _write_cirtorch(tmp_path / f"teacher_{teacher}.pth", state, "teacher", teacher, lw)
+    s_path = _write_cirtorch(tmp_path / f"{student}_gem_contr_{teacher}.pth.tar", state, "student", student)
+    torch.save(_numpy_whitening(state, "ss"), tmp_path / f"{student}_gem_contr_{teacher}_whitening.pth")
+
+    sd, cfg = convert_aml(s_path, teacher_checkpoint=t_path)
+    assert cfg["variant"] == {"student": student, "teacher": teacher, "asymmetric": True, "whitening": True}
+    assert cfg["variant_tag"] == f"{short}_{teacher}_asym" and sd.keys() == state.keys()
+    for k in state:
+        torch.testing.assert_close(sd[k].float(), state[k].float(), atol=1e-7, rtol=0)
+    model.load_state_dict(sd)
     for ms in ("ss", "ms"):
         model.multiscale = ms == "ms"
         # asymmetric: student queries, teacher database (student's p), teacher whitening on both sides
@@ -54,58 +79,34 @@ def test_equals_original(student, teacher, short, reference, inputs) -> None:
             own = _encode(model.encode_database, database)
             model.teacher_msp = "student"
             assert (own - reference[f"{short}_{teacher}.ms.asym.database"]).abs().max() > 1e-4
-    # symmetric: the student with its own whitening file (one {m, P} for single- and multi-scale)
-    sym = zoo.create_model(f"aml_student.{short}_{teacher}", pretrained=False)
-    sym_state = {k: v for k, v in state.items() if not k.startswith("teacher.")}
-    sym_state["whiten_ms.m"], sym_state["whiten_ms.P"] = state["whiten_ss.m"], state["whiten_ss.P"]
-    sym.load_state_dict(sym_state)
+
+    # symmetric: the student with its own whitening file (found beside it; one {m, P} for both scales)
+    sd, cfg = convert_aml(s_path)
+    assert cfg["variant_tag"] == f"{short}_{teacher}" and not any(k.startswith("teacher.") for k in sd)
+    sym = zoo.create_model("aml_student", pretrained=False, **cfg["variant"])
+    sym.load_state_dict(sd)
     for ms in ("ss", "ms"):
         sym.multiscale = ms == "ms"
         torch.testing.assert_close(_encode(sym.encode_query, queries), reference[f"{short}_{teacher}.{ms}.sym.query"], atol=1e-5, rtol=0)
         torch.testing.assert_close(_encode(sym.encode_database, database), reference[f"{short}_{teacher}.{ms}.sym.database"], atol=1e-5, rtol=0)
 
-
-def _write_cirtorch(path: Path, state: dict[str, torch.Tensor], prefix: str, arch: str, lw: dict | None = None) -> Path:
-    meta = {"architecture": arch, "pooling": "gem", "local_whitening": False, "regional": False, "whitening": False,
-            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    if lw is not None:
-        meta["Lw"] = lw
-    torch.save({"meta": meta, "state_dict": to_cirtorch(state, prefix)}, path)
-    return path
+    # the teacher alone (cirtorch's own test: multi-scale exponent = its own p)
+    sd, cfg = convert_aml(t_path)
+    assert cfg["variant_tag"] == f"teacher_{teacher}"
+    alone = zoo.create_model("aml_student", pretrained=False, **cfg["variant"], multiscale=True)
+    alone.load_state_dict(sd)
+    torch.testing.assert_close(_encode(alone.encode_database, database), reference[f"teacher_{teacher}.ms.database"], atol=1e-5, rtol=0)
 
 
-def test_converter_roundtrip(tmp_path: Path) -> None:
-    model = zoo.create_model("aml_student.mobilenetv2_resnet101_asym", pretrained=False)
-    state = seeded_state_dict(model)
-    np_w = {k: {"m": state[f"whiten_{k}.m"].numpy()[:, None], "P": state[f"whiten_{k}.P"].double().numpy()} for k in ("ss", "ms")}
-    teacher = _write_cirtorch(tmp_path / "teacher.pth", state, "teacher", "resnet101", {"retrieval-SfM-120k": np_w})
-    student = _write_cirtorch(tmp_path / "mobilenet_v2_gem_contr_resnet101.pth.tar", state, "student", "mobilenet_v2")
-
-    sd, cfg = convert_aml(student, teacher_checkpoint=teacher)
-    assert cfg["variant"] == {"student": "mobilenet_v2", "teacher": "resnet101", "asymmetric": True, "whitening": True}
-    assert cfg["variant_tag"] == "mobilenetv2_resnet101_asym"
-    assert sd.keys() == state.keys()
-    for k in state:
-        torch.testing.assert_close(sd[k].float(), state[k].float(), atol=1e-7, rtol=0)
-
-    # symmetric student: its whitening file is found beside it and serves both scales
-    torch.save(np_w["ss"], tmp_path / "mobilenet_v2_gem_contr_resnet101_whitening.pth")
-    sd, cfg = convert_aml(student)
-    assert cfg["variant_tag"] == "mobilenetv2_resnet101" and cfg["variant"]["whitening"]
-    torch.testing.assert_close(sd["whiten_ms.P"], state["whiten_ss.P"])
-    assert not any(k.startswith("teacher.") for k in sd)
-
-    # the teacher alone
-    sd, cfg = convert_aml(teacher)
-    assert cfg["variant_tag"] == "teacher_resnet101"
-    m = zoo.create_model("aml_student", pretrained=False, **cfg["variant"])
-    m.load_state_dict(sd)
-
-    # a teacher passed as the student's teacher must fit its size
-    vgg = zoo.create_model("aml_student.teacher_vgg16", pretrained=False)
-    vgg_path = _write_cirtorch(tmp_path / "vgg.pth", seeded_state_dict(vgg), "teacher", "vgg16")
+def test_converter_checks_the_teacher_fits(tmp_path: Path) -> None:
+    model = zoo.create_model("aml_student.mobilenetv2_vgg16", pretrained=False)
+    student = _write_cirtorch(tmp_path / "s.pth", seeded_state_dict(model), "student", "mobilenet_v2")
+    fake_resnet = tmp_path / "r.pth"
+    torch.save({"meta": {"architecture": "resnet101"}, "state_dict": {"features.4.0.conv1.weight": torch.zeros(1), "pool.p": torch.ones(1)}}, fake_resnet)
     with pytest.raises(CheckpointError, match="does not fit"):
-        convert_aml(student, teacher_checkpoint=vgg_path)
+        convert_aml(student, teacher_checkpoint=fake_resnet)
+    with pytest.raises(CheckpointError, match="is a teacher"):
+        convert_aml(fake_resnet, teacher_checkpoint=student)
 
 
 def test_converter_refuses_other_checkpoints(tmp_path: Path) -> None:
