@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read recipes from DIR instead of training/recipes ($ZOO_RECIPES_DIR also works)")
     parser.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--check", action="store_true",
+                        help="run every check (recipe, task, model name, data, resume state), print the "
+                             "resolved recipe and exit without training")
     parser.add_argument("--stop-after-steps", type=int, metavar="N",
                         help="debug: stop after N optimiser steps without a final checkpoint, as if killed")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -72,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         options = TrainOptions(out_dir=args.out or _REPO / "runs" / recipe["name"], data_root=args.data_root,
                                resume=args.resume, device=args.device, tensorboard=args.tensorboard,
                                progress=not args.no_progress, stop_after_steps=args.stop_after_steps)
-        result = Trainer(recipe, options).run()
+        trainer = Trainer(recipe, options)
+        if args.check:
+            from zoo.engine.recipes import dump_recipe
+            print(dump_recipe(trainer.recipe), end="")
+            print(f"# OK: {trainer.micro_batch} item(s) per process per micro-batch, data: {trainer.data_dir}")
+            return 0
+        result = trainer.run()
     except (ZooError, FloatingPointError) as err:
         rank = os.environ.get("RANK")
         print(f"train.py: error{f' (rank {rank})' if rank else ''}: {err}", file=sys.stderr)

@@ -136,6 +136,9 @@ def test_cli_errors_are_one_line(recipes: Path, tmp_path: Path, capsys: pytest.C
         err = capsys.readouterr().err
         assert err.startswith("train.py: error: ") and message in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1, err
+    assert cli.main(base + ["--recipe", "toy", "--check", "epochs=5"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 5" in out and "# OK: 8 item(s) per process" in out and not (tmp_path / "o").exists()
     assert cli.main(["--list", "--recipes-dir", str(recipes)]) == 0
     assert "toy-data" in capsys.readouterr().out
     with pytest.raises(SystemExit):
