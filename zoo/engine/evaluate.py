@@ -1,0 +1,295 @@
+"""Evaluate the rows of a declarative table (``eval/tables/<name>.yaml``) and report them.
+
+For each row: build the model (``zoo.create_model(row.model, pretrained=...)``), read the data
+set (``build_eval_dataset(row.dataset, data_root / row.data_subdir, **row.dataset_args)``),
+extract query and database descriptors (cached, see :mod:`zoo.engine.extract`), run the row's
+protocol (:mod:`zoo.metrics`) and compare with the published numbers. ``eval/reproduce.py`` is
+the command line over :func:`evaluate_table`; the table schema is documented in
+``eval/tables/README.md`` and checked by :func:`load_table`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from zoo.data.base import RetrievalSet
+from zoo.errors import DatasetError, InputError
+from zoo.metrics.base import ProtocolResult
+
+__all__ = ["TableRow", "Table", "RowResult", "TableResult", "default_tables_dir", "list_tables",
+           "load_table", "select_rows", "evaluate_table", "data_status"]
+
+REQUIRED_ROW_KEYS = ("label", "model", "dataset", "data_subdir", "protocol", "metrics")
+OPTIONAL_ROW_KEYS = {"pretrained": True, "model_args": {}, "dataset_args": {}, "protocol_args": {},
+                     "published": None, "source": "", "tolerance": 0.5}
+TABLE_KEYS = ("name", "title", "rows")
+
+
+@dataclass
+class TableRow:
+    """One row of a table: a model evaluated on a data set with a protocol, and what was published."""
+
+    label: str
+    model: str
+    dataset: str
+    data_subdir: str
+    protocol: str
+    metrics: list[str]
+    pretrained: bool | str = True
+    model_args: dict[str, Any] = field(default_factory=dict)
+    dataset_args: dict[str, Any] = field(default_factory=dict)
+    protocol_args: dict[str, Any] = field(default_factory=dict)
+    published: dict[str, float | None] | None = None
+    source: str = ""
+    tolerance: float = 0.5
+
+    def published_value(self, metric: str) -> float | None:
+        return None if not self.published else self.published.get(metric)
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    rows: list[TableRow]
+    path: Path
+
+
+@dataclass
+class RowResult:
+    """What one row produced. ``dataset`` and ``result`` are kept for the pictures (not in JSON)."""
+
+    row: TableRow
+    metrics: dict[str, float]
+    result: ProtocolResult
+    dataset: RetrievalSet
+    pretrained: bool | str
+    weights: str
+    skipped: dict[str, list[tuple[int, str]]]
+    extraction: dict[str, dict[str, float]]
+    search_seconds: float
+
+
+@dataclass
+class TableResult:
+    table: Table
+    rows: list[RowResult]
+    settings: dict[str, Any]
+
+
+def default_tables_dir() -> Path:
+    """``eval/tables`` of the source checkout this package lives in."""
+    return Path(__file__).resolve().parents[2] / "eval" / "tables"
+
+
+def list_tables(tables_dir: str | Path | None = None) -> list[str]:
+    folder = Path(tables_dir) if tables_dir else default_tables_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _check_keys(where: str, given: dict, required: Sequence[str], optional: Sequence[str]) -> None:
+    missing = [k for k in required if k not in given]
+    unknown = [k for k in given if k not in required and k not in optional]
+    if missing:
+        raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
+    if unknown:
+        hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, [*required, *optional], n=1)[0]!r}?)"
+                 if difflib.get_close_matches(k, [*required, *optional], n=1) else repr(k) for k in unknown]
+        raise InputError(f"{where}: unknown key(s) {', '.join(hints)}")
+
+
+def load_table(name: str | Path, tables_dir: str | Path | None = None) -> Table:
+    """Read and check a table, given its name (``eval/tables/<name>.yaml``) or a path to a YAML file.
+
+    Raises:
+        InputError: unknown table (with close matches), or a schema error naming file, row and key.
+    """
+    folder = Path(tables_dir) if tables_dir else default_tables_dir()
+    path = Path(name)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = folder / f"{name}.yaml"
+    if not path.is_file():
+        known = list_tables(folder)
+        close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise InputError(f"unknown table {str(name)!r}.{hint} Known tables: {', '.join(known) or 'none'} "
+                         f"(in {folder})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a mapping with keys {', '.join(TABLE_KEYS)}")
+    _check_keys(str(path), raw, TABLE_KEYS, ())
+    if not isinstance(raw["rows"], list) or not raw["rows"]:
+        raise InputError(f"{path}: 'rows' must be a non-empty list")
+    rows = []
+    for i, r in enumerate(raw["rows"]):
+        where = f"{path}, row {i} ({r.get('label', '?') if isinstance(r, dict) else '?'})"
+        if not isinstance(r, dict):
+            raise InputError(f"{where}: expected a mapping")
+        _check_keys(where, r, REQUIRED_ROW_KEYS, tuple(OPTIONAL_ROW_KEYS))
+        values = {**{k: (dict(v) if isinstance(v, dict) else v) for k, v in OPTIONAL_ROW_KEYS.items()}, **r}
+        for key in ("model_args", "dataset_args", "protocol_args"):
+            values[key] = values[key] or {}
+            if not isinstance(values[key], dict):
+                raise InputError(f"{where}: {key} must be a mapping")
+        if not isinstance(values["metrics"], list) or not values["metrics"]:
+            raise InputError(f"{where}: metrics must be a non-empty list")
+        if values["published"] is not None and not isinstance(values["published"], dict):
+            raise InputError(f"{where}: published must be a mapping metric -> number (or null)")
+        rows.append(TableRow(**values))
+    return Table(name=str(raw["name"]), title=str(raw["title"]), rows=rows, path=path)
+
+
+def select_rows(table: Table, rows: Sequence[str] | None = None, model: str | None = None) -> list[TableRow]:
+    """Rows chosen by ``--rows`` (indices as ``--list`` shows them, or exact labels) and ``--model``
+    (registry name with or without variant: rows whose model is it)."""
+    chosen = list(table.rows)
+    if rows:
+        picked = []
+        for sel in rows:
+            if sel.isdigit() and int(sel) < len(table.rows):
+                picked.append(table.rows[int(sel)])
+                continue
+            match = [r for r in table.rows if r.label == sel]
+            if not match:
+                labels = [r.label for r in table.rows]
+                close = difflib.get_close_matches(sel, labels, n=3, cutoff=0.4)
+                raise InputError(f"--rows: table {table.name} has no row {sel!r} (rows are numbered 0-"
+                                 f"{len(labels) - 1})" + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
+            picked.extend(match)
+        chosen = [r for r in table.rows if any(r is p for p in picked)]
+    if model:
+        chosen = [r for r in chosen if r.model == model or r.model.split(".")[0] == model]
+        if not chosen:
+            models = sorted({r.model for r in table.rows})
+            raise InputError(f"--model {model}: no selected row of table {table.name} uses it (models: {', '.join(models)})")
+    return chosen
+
+
+def _call_protocol(protocol, query_desc, db_desc, dataset, options: dict, device: torch.device, out_dir: Path):
+    params = inspect.signature(protocol).parameters
+    extra = {}
+    if "device" in params and "device" not in options:
+        extra["device"] = str(device)
+    if "out_dir" in params and "out_dir" not in options:
+        extra["out_dir"] = out_dir
+    return protocol(query_desc, db_desc, dataset, **options, **extra)
+
+
+def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[str] | None = None,
+                   model: str | None = None, pretrained: bool | str | None = None,
+                   device: str | None = None, batch_size: int = 32, num_workers: int = 4,
+                   precision: str = "fp32", out_dir: str | Path | None = None,
+                   cache_dir: str | Path | None = None, use_cache: bool = True, skip_corrupt: bool = False,
+                   shard_size: int = 1024, progress: bool = True, write: bool = True,
+                   tables_dir: str | Path | None = None) -> TableResult | None:
+    """Evaluate the selected rows of a table; write the report (rank 0) when ``write``.
+
+    Args:
+        table: a :class:`Table` or a table name / YAML path.
+        data_root: folder holding every row's ``data_subdir``.
+        rows, model: row selection (see :func:`select_rows`).
+        pretrained: overrides every selected row's ``pretrained`` (e.g. a converted weights folder).
+        device: ``cpu`` or ``cuda`` (default: CUDA when available). Under torchrun each process
+            takes ``cuda:LOCAL_RANK`` and extracts its share of the images.
+        batch_size, num_workers, precision, skip_corrupt, shard_size: see
+            :func:`zoo.engine.extract.extract_descriptors`.
+        out_dir: report folder (default ``outputs/eval/<table>``).
+        cache_dir: descriptor cache (default ``<out_dir>/cache``); ``use_cache=False`` disables it.
+
+    Returns:
+        The :class:`TableResult` on rank 0, None on other ranks.
+    """
+    import zoo
+    from zoo.data.base import build_eval_dataset
+    from zoo.engine.distributed import barrier, init_distributed
+    from zoo.engine.extract import DescriptorCache, autocast_dtype, extract_descriptors, records_fingerprint, \
+        transform_id, weights_hash
+    from zoo.metrics.base import get_protocol
+
+    if not isinstance(table, Table):
+        table = load_table(table, tables_dir)
+    selected = select_rows(table, rows, model)
+    data_root = Path(data_root).expanduser()
+    if not data_root.is_dir():
+        raise DatasetError(f"--data-root {data_root}: no such folder")
+    missing = sorted({str(data_root / r.data_subdir) for r in selected if not (data_root / r.data_subdir).is_dir()})
+    if missing:
+        raise DatasetError(f"table {table.name}: data folder(s) not found: {', '.join(missing)}. "
+                           "Put the data sets there, or pick rows whose data is present with --rows "
+                           "(python eval/reproduce.py --list --data-root ... shows which).")
+    dist_info = init_distributed(device)
+    dev = dist_info.device
+    autocast_dtype(precision, dev)  # fail on a bad precision before loading anything
+    out = Path(out_dir) if out_dir else Path("outputs") / "eval" / table.name
+    cache_root = Path(cache_dir) if cache_dir else out / "cache"
+    is_main = dist_info.rank == 0
+
+    results: list[RowResult] = []
+    built: tuple[tuple, torch.nn.Module, str] | None = None
+    for row in selected:
+        source = row.pretrained if pretrained is None else pretrained
+        key = (row.model, repr(source), repr(sorted(row.model_args.items())))
+        if built is None or built[0] != key:
+            # Random-initialised rows are reproducible (and equal on every torchrun rank).
+            torch.manual_seed(0)
+            net = zoo.create_model(row.model, pretrained=source, **row.model_args)
+            built = (key, net, weights_hash(net))
+        _, net, w_hash = built
+        dataset = build_eval_dataset(row.dataset, data_root / row.data_subdir, **row.dataset_args)
+        q_tf, d_tf = zoo.get_transforms(row.model, **row.model_args)
+        sides = {}
+        for side, records, tf in (("query", dataset.queries, q_tf), ("database", dataset.database, d_tf)):
+            cache = None
+            if use_cache:
+                cache = DescriptorCache(cache_root, {
+                    "model": row.model, "model_args": row.model_args, "weights": w_hash,
+                    "transform": transform_id(tf), "images": records_fingerprint(records), "side": side,
+                    "precision": precision, "device": dev.type})
+            sides[side] = extract_descriptors(
+                net, records, tf, side=side, batch_size=batch_size, num_workers=num_workers, device=dev,
+                precision=precision, cache=cache, shard_size=shard_size, skip_corrupt=skip_corrupt,
+                progress=progress, desc=f"{row.label}: {side}")
+        if not is_main:
+            continue
+        start = time.perf_counter()
+        protocol = get_protocol(row.protocol)
+        result = _call_protocol(protocol, sides["query"].descriptors, sides["database"].descriptors, dataset,
+                                dict(row.protocol_args), dev, out)
+        results.append(RowResult(
+            row=row, metrics=dict(result.metrics), result=result, dataset=dataset, pretrained=source,
+            weights=getattr(net, "zoo_config", {}).get("weights", str(source)),
+            skipped={s: e.skipped for s, e in sides.items()},
+            extraction={s: {"cached_images": e.cached_images, "computed_images": e.computed_images,
+                            "seconds": round(e.seconds, 3), "dim": int(e.descriptors.shape[1])}
+                        for s, e in sides.items()},
+            search_seconds=time.perf_counter() - start))
+    barrier()
+    if not is_main:
+        return None
+    settings = {"data_root": str(data_root), "device": str(dev), "precision": precision, "batch_size": batch_size,
+                "world_size": dist_info.world_size, "pretrained_override": pretrained, "out_dir": str(out),
+                "cache_dir": str(cache_root) if use_cache else None, "skip_corrupt": skip_corrupt}
+    table_result = TableResult(table=table, rows=results, settings=settings)
+    if write:
+        from zoo.engine.report import write_report
+        write_report(table_result, out)
+    return table_result
+
+
+def data_status(table: Table, data_root: str | Path | None) -> list[str]:
+    """Per row: ``found``, ``missing`` (the folder under data_root) or ``no --data-root``."""
+    if data_root is None:
+        return ["no --data-root given"] * len(table.rows)
+    root = Path(data_root).expanduser()
+    return ["found" if (root / r.data_subdir).is_dir() else f"missing ({root / r.data_subdir})" for r in table.rows]
