@@ -71,21 +71,26 @@ def to_original_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def time_forward(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, iters: int, warmup: int,
-                 device: torch.device) -> float:
-    """Images per second of ``fn`` on batch ``x`` (median over ``iters`` timed calls)."""
+def time_forward(fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, iters: int, warmup: int,
+                 device: torch.device) -> dict[str, float]:
+    """Images per second of each function on batch ``x``: median of ``iters`` timed calls.
+
+    The functions are timed in alternation (one call of each per round), so that load from
+    other processes or clock changes affect them alike.
+    """
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn(x)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn(x)
     sync()
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(iters):
-        start = time.perf_counter()
-        fn(x)
-        sync()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return x.shape[0] / times[len(times) // 2]
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(x)
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: x.shape[0] / sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="8192_256", choices=("8192_256", "2048_64", "512_32"))
     parser.add_argument("--image-size", type=int, default=322, help="square input side (multiple of 14)")
     parser.add_argument("--batch-size", type=int, help="default: 4 on CPU, 64 on CUDA")
-    parser.add_argument("--iters", type=int, help="timed iterations (default: 3 on CPU, 20 on CUDA)")
+    parser.add_argument("--iters", type=int, help="timed rounds (default: 5 on CPU, 20 on CUDA)")
     parser.add_argument("--warmup", type=int, help="untimed iterations first (default: 1 on CPU, 5 on CUDA)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
     parser.add_argument("--original", type=Path, metavar="DIR", help="clone of serizba/salad to compare with")
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     precision = args.precision or ("bf16" if cuda else "fp32")
     batch = args.batch_size or (64 if cuda else 4)
-    iters, warmup = args.iters or (20 if cuda else 3), args.warmup if args.warmup is not None else (5 if cuda else 1)
+    iters, warmup = args.iters or (20 if cuda else 5), args.warmup if args.warmup is not None else (5 if cuda else 1)
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -131,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": batch, "image_size": args.image_size, "variant": args.variant,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "attention": "F.scaled_dot_product_attention" if ours.backbone.blocks[0].attn.fused_attn else "timm eager"}
-    results["ours_img_s"] = time_forward(run(ours), x, iters, warmup, device)
+    fns = {"ours": run(ours)}
     if args.compile:
-        results["ours_compiled_img_s"] = time_forward(run(torch.compile(ours)), x, iters, warmup + 2, device)
+        fns["ours_compiled"] = run(torch.compile(ours))
     if args.original:
         info = zoo.get_model_info("dinov2_salad").variant_kwargs(args.variant)
         original = build_original(args.original, args.dinov2, info["num_clusters"], info["cluster_dim"], info["token_dim"])
@@ -147,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             results["original_attention"] = "xformers memory_efficient_attention"
         except ImportError:
             results["original_attention"] = "eager (xFormers not installed)"
-        results["original_img_s"] = time_forward(run(original), x, iters, warmup, device)
-        results["ours_over_original"] = results["ours_img_s"] / results["original_img_s"]
+        fns["original"] = run(original)
+    speeds = time_forward(fns, x, iters, warmup, device)
+    results.update({f"{name}_img_s": value for name, value in speeds.items()})
+    if "original" in speeds:
+        results["ours_over_original"] = speeds["ours"] / speeds["original"]
     for key, value in results.items():
         print(f"{key:>26}: {value:.4g}" if isinstance(value, float) else f"{key:>26}: {value}")
     if args.json:
