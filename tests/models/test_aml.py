@@ -127,6 +127,10 @@ def test_transform_never_upsamples_and_crops_like_cirtorch() -> None:
     assert tf(big).shape == (3, 768, 1024)
     # a 1000x750 box of a 2000-px-wide image gets the full image's factor (1024/2000)
     assert tf(big, (0, 0, 1000, 750)).shape == (3, 384, 512)
+    # the same when the crop was made elsewhere and carries its full image's size
+    crop = big.crop((0, 0, 1000, 750))
+    crop.info["full_size"] = big.size
+    assert tf(crop).shape == (3, 384, 512)
 
 
 def test_wrong_input_shape() -> None:
