@@ -33,7 +33,6 @@ parameters; cirtorch teachers ship both, AML students one file used for both (as
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import torch
@@ -43,7 +42,6 @@ from torch import nn
 
 from zoo.errors import InputError
 from zoo.layers.gem import GeM
-from zoo.layers.norm import l2n
 from zoo.layers.whitening import LearnedWhitening
 from zoo.registry import ModelInfo, PublishedResult, UrlFile, WeightSource, register_model
 
