@@ -23,8 +23,9 @@ from safetensors.torch import load_file
 import tests.engine.toy_task  # noqa: F401  (registers the toy model and task)
 import zoo
 from zoo.engine.checkpoint import list_checkpoints, load_checkpoint
-from zoo.engine.recipes import resolve_recipe, validate
+from zoo.engine.recipes import RecipeError, resolve_recipe, validate
 from zoo.engine.train import TrainOptions, Trainer, _seed_all, train, unwrap
+from zoo.errors import DatasetError
 
 REPO = Path(__file__).resolve().parents[2]
 TOY = {
@@ -188,3 +189,39 @@ def test_task_state_must_be_loadable_without_code() -> None:
     assert check_plain(state, "task") is state
     with pytest.raises(CheckpointError, match=r"task\['bank'\]\['x'\]: a numpy.ndarray .*torch.from_numpy"):
         check_plain({"bank": {"x": np.zeros(2)}}, "task")
+
+
+def test_evaluation_during_training(tmp_path: Path) -> None:
+    """eval: {table, every_epochs} runs the evaluation engine on the current weights each epoch,
+    logs its metrics, and leaves training untouched (same weights as without evaluation)."""
+    pytest.importorskip("zoo.engine.evaluate", reason="evaluation engine (issue 4) has not landed")
+    if "aml_student" not in zoo.list_models():
+        pytest.skip("aml_student has not landed")
+    from tests.fixtures.salad_data import make_vpr_lists
+
+    data = tmp_path / "data"
+    make_vpr_lists(data, "nordland", num_places=3)
+    table = tmp_path / "toy_table.yaml"
+    table.write_text(yaml.safe_dump({"name": "toy_table", "title": "toy", "rows": [{
+        "label": "student", "model": "aml_student", "model_args": {"imsize": 40}, "dataset": "nordland",
+        "data_subdir": "Nordland", "protocol": "vpr_recall", "metrics": ["R@1"]}]}))
+    recipe = dict(TOY, model={"name": "aml_student"}, batch_size=2, epochs=2, max_steps_per_epoch=2,
+                  optimizer={"name": "adam", "lr": 1e-3}, scheduler={"name": "none"}, log_every=1,
+                  task_args={"size": 4, "images": [3, 32, 32], "anchor_weight": 0, "jitter": 0.1})
+    with_eval = dict(recipe, eval={"table": str(table), "every_epochs": 1, "args": {"batch_size": 4, "num_workers": 0}})
+    train(validate(with_eval), TrainOptions(tmp_path / "a", data_root=data, device="cpu", progress=False))
+    train(validate(recipe), TrainOptions(tmp_path / "b", data_root=data, device="cpu", progress=False))
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [(r["epoch"], r["step"]) for r in evals] == [(0, 2), (1, 4)]
+    assert all(0 <= r["student/R@1"] <= 100 for r in evals)
+    assert (tmp_path / "a" / "eval" / "epoch-001").is_dir()
+    a = load_file(str(tmp_path / "a" / "export" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "export" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    bad = dict(with_eval, eval={"table": str(table), "args": {"no_such_option": 1}})
+    with pytest.raises(RecipeError, match="eval.args.no_such_option"):
+        Trainer(validate(bad), TrainOptions(tmp_path / "c", data_root=data, device="cpu"))
+    with pytest.raises(DatasetError, match="Nordland under --data-root"):
+        Trainer(validate(with_eval), TrainOptions(tmp_path / "c", data_root=tmp_path / "a", device="cpu"))

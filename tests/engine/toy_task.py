@@ -62,7 +62,8 @@ class ToyData(Dataset):
 class ToyTask(TrainTask):
     def __init__(self, recipe: dict[str, Any], data_root: Any, dist: Any) -> None:
         super().__init__(recipe, data_root, dist)
-        self.args = {"size": 48, "noise": 0.05, "anchor_weight": 0.1, "images": None, **recipe["task_args"]}
+        self.args = {"size": 48, "noise": 0.05, "jitter": 0.0, "anchor_weight": 0.1, "images": None,
+                     **recipe["task_args"]}
         self.updates = 0
         self.anchor: torch.Tensor | None = None
 
@@ -89,6 +90,8 @@ class ToyTask(TrainTask):
 
     def training_step(self, model: nn.Module, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch
+        if self.args["jitter"]:  # randomness drawn in the training process (not per item)
+            x = x + self.args["jitter"] * torch.randn_like(x)
         out = model(x).float()
         fit = F.mse_loss(out, y)
         drift = (out.mean(0) - self.anchor.to(out.device)).pow(2).sum()

@@ -332,6 +332,9 @@ class Trainer:
         self.task: TrainTask = self.task_cls(recipe, self.data_dir, self.dist)
         self.task.micro_batch_size = self.micro_batch
         self.task.check_data()
+        self.evaluate = None
+        if recipe["eval"]:
+            self._check_eval()
 
     # -- set-up -----------------------------------------------------------------
     def _build(self) -> None:
@@ -521,37 +524,57 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.dist.device.type, dtype=self.dtype)
 
-    def _export(self, step: int) -> Path:
+    def _export(self, step: int, out: Path | None = None, card: bool = True) -> Path:
         from zoo.export import export_pretrained
 
         model = self.task.export_model(unwrap(self.model))
         extra = {"weights": f"trained with recipe {self.recipe['name']!r} ({step} steps)",
                  "training": {"recipe": self.recipe["name"], "steps": step, "epochs": self.recipe["epochs"]}}
-        return export_pretrained(model, self.out_dir / "export", extra_config=extra)
+        return export_pretrained(model, out or self.out_dir / "export", extra_config=extra, card=card)
 
-    def _evaluate(self, epoch: int, step: int) -> dict[str, float] | None:
-        """Evaluate the model being trained on the recipe's table (rank 0; RNG states untouched)."""
+    def _check_eval(self) -> None:
+        """Before any work: the recipe's eval table exists, has rows for this model and their data is there."""
+        spec = self.recipe["eval"]
         try:
             evaluate = importlib.import_module("zoo.engine.evaluate")
         except ModuleNotFoundError:
-            if self.dist.is_main:
-                log.warning("eval: zoo.engine.evaluate is not available; skipping evaluation during training")
+            log.warning("eval: zoo.engine.evaluate is not available; no evaluation during training")
+            self.evaluate = None
+            return
+        import inspect
+
+        self.evaluate = evaluate
+        if self.opts.data_root is None:
+            raise DatasetError(f"eval: table {spec['table']!r} needs --data-root (or set eval=null)")
+        accepted = inspect.signature(evaluate.evaluate_table).parameters
+        for key in spec["args"]:
+            if key in ("table", "data_root", "model", "pretrained", "device", "out_dir") or key not in accepted:
+                raise RecipeError(f"eval.args.{key}: not an option of evaluation during training")
+        table = evaluate.load_table(spec["table"])
+        rows = evaluate.select_rows(table, spec["args"].get("rows"), self.recipe["model"]["name"])
+        missing = sorted({r.data_subdir for r in rows if not (Path(self.opts.data_root) / r.data_subdir).is_dir()})
+        if missing:
+            raise DatasetError(f"eval: table {spec['table']!r} reads {', '.join(missing)} under --data-root "
+                               f"{self.opts.data_root}, which is missing (or set eval=null)")
+
+    def _evaluate(self, epoch: int, step: int) -> dict[str, float] | None:
+        """Evaluate the current weights on the recipe's table (every rank takes part; RNG states untouched)."""
+        if self.evaluate is None:
             return None
-        result = None
+        spec = self.recipe["eval"]
         saved = rng_state()
+        weights = self.out_dir / "eval" / "weights"
         if self.dist.is_main:
-            model = self.task.export_model(unwrap(self.model))
-            was_training = model.training
-            model.eval()
-            try:
-                result = evaluate.evaluate_model_on_table(
-                    model, self.recipe["eval"]["table"], data_root=self.opts.data_root, device=self.dist.device,
-                    out_dir=self.out_dir / "eval" / f"epoch-{epoch:03d}", **self.recipe["eval"]["args"])
-            finally:
-                model.train(was_training)
-        set_rng_state(saved)
+            self._export(step, weights, card=False)
         D.barrier()
-        return result
+        result = self.evaluate.evaluate_table(
+            spec["table"], self.opts.data_root, model=self.recipe["model"]["name"], pretrained=str(weights),
+            device=self.dist.device.type, out_dir=self.out_dir / "eval" / f"epoch-{epoch:03d}",
+            **{"use_cache": False, "progress": self.opts.progress, **spec["args"]})
+        set_rng_state(saved)
+        if result is None:  # not rank 0
+            return None
+        return {f"{row.row.label}/{metric}": float(value) for row in result.rows for metric, value in row.metrics.items()}
 
 
 def _seed_all(seed: int) -> None:
