@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-import tests.engine.toy_task  # noqa: F401  (registers the toy model and task)
-from zoo.engine.recipes import RecipeError, apply_overrides, available, recipe_table, resolve_recipe, validate
+from tests.engine.toy_task import train_cli  # also registers the toy model and task
+from zoo.engine.recipes import RecipeError, available, recipe_table, resolve_recipe, validate
 from zoo.engine.schedules import Schedule
 from zoo.engine.train import TrainOptions, Trainer
 from zoo.errors import DatasetError, InputError
@@ -29,13 +28,6 @@ def recipes(tmp_path: Path) -> Path:
     (folder / "toy.yaml").write_text(yaml.safe_dump(TOY))
     (folder / "toy-data.yaml").write_text(yaml.safe_dump({**TOY, "name": "toy-data", "data": {"subdir": "toyset"}}))
     return folder
-
-
-def _cli():
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "training" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_defaults_and_yaml_typed_overrides(recipes: Path) -> None:
@@ -124,7 +116,7 @@ def test_checks_before_any_work(recipes: Path, tmp_path: Path) -> None:
 
 
 def test_cli_errors_are_one_line(recipes: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    cli = _cli()
+    cli = train_cli()
     base = ["--recipes-dir", str(recipes), "--out", str(tmp_path / "o"), "--device", "cpu"]
     for argv, message in [
         (["--recipe", "tyo"], "unknown recipe 'tyo'. Did you mean toy"),

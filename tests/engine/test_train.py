@@ -20,7 +20,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import tests.engine.toy_task  # noqa: F401  (registers the toy model and task)
+from tests.engine.toy_task import train_cli  # also registers the toy model and task
 import zoo
 from zoo.engine.checkpoint import list_checkpoints, load_checkpoint
 from zoo.engine.recipes import RecipeError, resolve_recipe, validate
@@ -46,13 +46,6 @@ def recipes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("recipes")
     (folder / "toy.yaml").write_text(yaml.safe_dump(TOY))
     return folder
-
-
-def _cli():
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "training" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(recipes_dir: Path, out: Path, *overrides: str) -> Trainer:
@@ -110,7 +103,7 @@ def test_killed_run_resumes_to_the_same_weights(baseline: tuple[Trainer, Path], 
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-00000006.pt", "step-00000008.pt"]
     assert not (out / "export").exists()
 
-    code = _cli().main(["--recipe", "toy", "--recipes-dir", str(recipes_dir), "--out", str(out), "--device", "cpu",
+    code = train_cli().main(["--recipe", "toy", "--recipes-dir", str(recipes_dir), "--out", str(out), "--device", "cpu",
                         "--no-progress", "--resume", "model.args.dropout=0.2"])
     assert code == 0
     ours, ref = load_file(str(out / "export" / "model.safetensors")), load_file(str(base_out / "export" / "model.safetensors"))

@@ -8,10 +8,14 @@ in the task state, and a counter updated after every optimiser step.
 
 With ``task_args.images: [C, H, W]`` the task instead feeds random images to any zoo model
 (``model.name``), e.g. to check that its export loads back through hubconf.py.
+:func:`train_cli` gives the tests the ``training/train.py`` module to call its ``main`` in-process.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -107,3 +111,11 @@ class ToyTask(TrainTask):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.updates, self.anchor = state["updates"], state["anchor"]
+
+
+def train_cli() -> ModuleType:
+    """``training/train.py`` loaded from its file (it is a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("train_cli", Path(__file__).resolve().parents[2] / "training" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
