@@ -76,8 +76,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-_SUPPLY_HINT = ("Supply the weights yourself with pretrained=PATH (a directory from "
-                "`python -m zoo convert`, or the authors' checkpoint file), "
+_SUPPLY_HINT = ("Supply the weights yourself with pretrained=PATH (command line: --pretrained PATH), a directory from "
+                "`python -m zoo convert` or the authors' checkpoint file, "
                 "or build without weights with pretrained=False.")
 
 
