@@ -39,6 +39,10 @@ def test_defaults_and_yaml_typed_overrides(recipes: Path) -> None:
                               "warmup_start_factor": 0.001, "step_size": 2, "gamma": 0.1}
     assert r["precision"] == "fp32" and r["grad_accum_steps"] == 1 and r["eval"] is None
     assert resolve_recipe("toy", [], recipes)["optimizer"]["lr"] == 6e-5  # "6e-5" in YAML is a string
+    # YAML reads 512_32 as the integer 51232: a string field keeps the text as written
+    assert resolve_recipe("toy", ["model.variant=512_32"], recipes)["model"]["variant"] == "512_32"
+    with pytest.raises(RecipeError, match="model.variant: expected a string, got the number 51232; quote it"):
+        validate({**TOY, "model": {"name": "toy_mlp", "variant": 512_32}})
 
 
 @pytest.mark.parametrize("overrides, message", [

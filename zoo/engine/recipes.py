@@ -57,6 +57,9 @@ class _Str(_Type):
     what = "a string"
 
     def check(self, value: Any, path: str) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # YAML reads 512_32 as the integer 51232 and 1e3 as a string, 1.0 as a float
+            raise RecipeError(f"{path}: expected a string, got the number {value!r}; quote it in YAML")
         if not isinstance(value, str):
             raise self.fail(value, path)
         return value
@@ -341,6 +344,14 @@ def _schema_at(path: list[str], text: str) -> _Type | None:
     return kind
 
 
+def _takes_str(kind: _Type) -> bool:
+    if isinstance(kind, _Optional):
+        return _takes_str(kind.inner)
+    if isinstance(kind, _Either):
+        return any(_takes_str(option) for option in kind.options)
+    return isinstance(kind, (_Str, _Choice))
+
+
 def apply_overrides(recipe: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``key=value`` overrides (dotted keys; values parsed as YAML: ``eval=null``, ``lr=1e-4``)."""
     recipe = copy.deepcopy(recipe)
@@ -357,7 +368,14 @@ def apply_overrides(recipe: dict[str, Any], overrides: Iterable[str]) -> dict[st
             raise RecipeError(f"override {text!r}: value is not valid YAML ({err})") from None
         kind = _schema_at(path, text)
         if kind is not None and not isinstance(kind, _Section):
-            value = kind.check(value, f"override {text!r}: {key}")
+            where = f"override {text!r}: {key}"
+            try:
+                value = kind.check(value, where)
+            except RecipeError:
+                if isinstance(value, str) or not raw.strip() or not _takes_str(kind):
+                    raise
+                # A string field given something YAML reads otherwise (model.variant=512_32 -> 51232)
+                value = kind.check(raw.strip(), where)
         node = recipe
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
