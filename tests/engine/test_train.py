@@ -102,6 +102,8 @@ def test_killed_run_resumes_to_the_same_weights(baseline: tuple[Trainer, Path], 
     assert proc.returncode == 0, proc.stderr
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-00000006.pt", "step-00000008.pt"]
     assert not (out / "export").exists()
+    # A checkpoint write cut off by the kill leaves only a temporary file, which resume ignores.
+    (out / "checkpoints" / ".step-00000009.pt.abc123.tmp").write_bytes(b"\x80\x02partial")
 
     code = train_cli().main(["--recipe", "toy", "--recipes-dir", str(recipes_dir), "--out", str(out), "--device", "cpu",
                         "--no-progress", "--resume", "model.args.dropout=0.2"])
