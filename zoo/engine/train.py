@@ -184,6 +184,47 @@ def count_images(batch: Any) -> int:
 # --------------------------------------------------------------------------- logging
 
 
+class _Meter:
+    """Scalars summed between two log rows; a row averages them over micro-batches (or steps) and ranks."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss: torch.Tensor | float = 0.0  # kept as a tensor: no device sync per micro-batch
+        self.micro_sums: dict[str, float] = {}
+        self.step_sums: dict[str, float] = {}
+        self.micro = self.steps = self.images = 0
+        self.tick = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, scalars: dict[str, float], images: int) -> None:
+        """One micro-batch: its loss and the task's scalars."""
+        self.loss = self.loss + loss.detach().float()
+        for key, value in scalars.items():
+            if key != "loss":  # the engine logs the returned loss itself
+                self.micro_sums[key] = self.micro_sums.get(key, 0.0) + float(value)
+        self.micro += 1
+        self.images += images
+
+    def step(self, **scalars: float) -> None:
+        """One optimiser step and its own scalars (e.g. the gradient norm)."""
+        for key, value in scalars.items():
+            self.step_sums[key] = self.step_sums.get(key, 0.0) + value
+        self.steps += 1
+
+    def row(self, world_size: int, lrs: list[float]) -> dict[str, float]:
+        local = {**{k: v / self.micro for k, v in self.micro_sums.items()},
+                 **{k: v / self.steps for k, v in self.step_sums.items()},
+                 "loss": float(self.loss) / self.micro, "images": self.images}
+        seconds = time.perf_counter() - self.tick
+        mean = D.mean_over_ranks(local)
+        images = mean.pop("images") * world_size
+        row = {"loss": mean.pop("loss"), "lr": lrs[0], **{f"lr_{i}": lr for i, lr in enumerate(lrs[1:], 1)},
+               "images_per_s": images / max(seconds, 1e-9), **mean}
+        self.reset()
+        return row
+
+
 class MetricsLog:
     """Rows of scalars to ``metrics.jsonl`` and ``metrics.csv`` (and TensorBoard when asked), rank 0 only."""
 
@@ -441,11 +482,8 @@ class Trainer:
         from tqdm.auto import tqdm
         bar = tqdm(total=recipe["epochs"] * self.steps_per_epoch, initial=step, desc=recipe["name"],
                    disable=not (dist.is_main and opts.progress), dynamic_ncols=True, unit="step")
-        accum, autocast = recipe["grad_accum_steps"], self._autocast
-        sums: dict[str, float] = {}
-        last: dict[str, float] = {}
-        count = images = 0
-        tick = time.perf_counter()
+        meter = _Meter()
+        last: dict[str, Any] = {}
         interrupted = False
         try:
             for epoch in range(epoch, recipe["epochs"]):
@@ -453,50 +491,22 @@ class Trainer:
                 if start_in_epoch == 0:
                     self.task.on_epoch_start(self.model, epoch)
                 self.model.train()
-                batches = iter(self._loader(epoch, start_in_epoch * accum))
+                batches = iter(self._loader(epoch, start_in_epoch * recipe["grad_accum_steps"]))
                 for step_in_epoch in range(start_in_epoch, epoch_steps):
                     lrs = self.schedule.apply(step, epoch)
                     ctx = StepContext(epoch=epoch, step=step, steps_per_epoch=epoch_steps, dist=dist,
                                       autocast_dtype=self.dtype)
-                    for micro in range(accum):
-                        batch = to_device(next(batches), dist.device)
-                        images += count_images(batch)
-                        sync = micro == accum - 1 or not isinstance(self.model, DistributedDataParallel)
-                        with (contextlib.nullcontext() if sync else self.model.no_sync()), autocast():
-                            loss, step_metrics = self.task.training_step(self.model, batch, ctx)
-                        self.scaler.scale(loss / accum).backward()
-                        sums["loss"] = sums.get("loss", 0.0) + loss.detach().float()
-                        for key, value in step_metrics.items():
-                            if key != "loss":  # the engine logs the returned loss itself
-                                sums[key] = sums.get(key, 0.0) + float(value)
-                        count += 1
-                    if recipe["clip_grad_norm"]:
-                        self.scaler.unscale_(self.optimizer)
-                        norm = torch.nn.utils.clip_grad_norm_(
-                            [p for g in self.optimizer.param_groups for p in g["params"]], recipe["clip_grad_norm"])
-                        sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(norm) * accum
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.task.after_optimizer_step(self.model, ctx)
+                    self._optimizer_step(batches, ctx, meter)
                     step += 1
                     bar.update(1)
                     done = step_in_epoch + 1 == epoch_steps
                     if step % recipe["log_every"] == 0 or done:
-                        now = time.perf_counter()
-                        local = {k: float(v) / count for k, v in sums.items()}
-                        local["images"] = images
-                        row = D.mean_over_ranks(local)
-                        total_images = row.pop("images") * dist.world_size
-                        last = {"kind": "train", "step": step, "epoch": epoch, "loss": row.pop("loss"),
-                                "lr": lrs[0], **{f"lr_{i}": lr for i, lr in enumerate(lrs[1:], 1)},
-                                "images_per_s": total_images / max(now - tick, 1e-9), **row}
+                        last = {"kind": "train", "step": step, "epoch": epoch, **meter.row(dist.world_size, lrs)}
                         if not math.isfinite(last["loss"]) and recipe["precision"] != "fp16":
                             raise FloatingPointError(f"loss is {last['loss']} at step {step} (epoch {epoch})")
                         metrics_log.write(last)
                         bar.set_postfix(loss=f"{last['loss']:.4g}", img_s=f"{last['images_per_s']:.1f}",
                                         lr=f"{lrs[0]:.3g}")
-                        sums, count, images, tick = {}, 0, 0, time.perf_counter()
                     if opts.stop_after_steps is not None and step >= opts.stop_after_steps:
                         interrupted = True
                         return TrainResult(self.out_dir, None, step, epoch, True, last)
@@ -518,6 +528,28 @@ class Trainer:
             if interrupted and dist.is_main:
                 print(f"stopped after step {step} (--stop-after-steps); the last checkpoint is in {self.ckpt_dir}",
                       flush=True)
+
+    def _optimizer_step(self, batches: Iterator, ctx: StepContext, meter: _Meter) -> None:
+        """Accumulate ``grad_accum_steps`` micro-batches (gradients synchronised on the last), clip, step."""
+        accum = self.recipe["grad_accum_steps"]
+        ddp = isinstance(self.model, DistributedDataParallel)
+        for micro in range(accum):
+            batch = to_device(next(batches), self.dist.device)
+            with (self.model.no_sync() if ddp and micro < accum - 1 else contextlib.nullcontext()), self._autocast():
+                loss, scalars = self.task.training_step(self.model, batch, ctx)
+            self.scaler.scale(loss / accum).backward()
+            meter.add(loss, scalars, count_images(batch))
+        step_scalars = {}
+        if self.recipe["clip_grad_norm"]:
+            self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], self.recipe["clip_grad_norm"])
+            step_scalars["grad_norm"] = float(norm)  # before clipping
+        meter.step(**step_scalars)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.task.after_optimizer_step(self.model, ctx)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
