@@ -166,7 +166,9 @@ class DINOv2SALAD(nn.Module):
         for block in vit.blocks[self.num_frozen_blocks:]:
             tokens = block(tokens)
         tokens = vit.norm(tokens)
-        feature_map = tokens[:, 1:].reshape(batch, grid[0], grid[1], -1).permute(0, 3, 1, 2)
+        # Contiguous NCHW: a permuted (channels-last) map would give the 1x1 convs' weight gradients
+        # channels-last strides, which DDP's gradient buckets copy on every step.
+        feature_map = tokens[:, 1:].reshape(batch, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
         return feature_map, tokens[:, 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
