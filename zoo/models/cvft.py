@@ -130,6 +130,13 @@ class CVFT(nn.Module):
         self.sat_conv = Conv2dSame(512, channels, 3, stride=2)
         self.transport = FeatureTransport(channels, positions, sinkhorn_iters)
         self.descriptor_dim = channels * positions
+        # torchvision's VGG initialisation: PyTorch's default conv init shrinks the signal ~3x per
+        # layer, so a random 15-conv stack would output (nearly) constant descriptors.
+        for module in (self.grd_vgg, self.sat_vgg, self.grd_conv, self.sat_conv, self.transport.conv):
+            for m in module.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
 
     def _check(self, x: torch.Tensor, size: tuple[int, int], what: str) -> None:
         if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != size:
