@@ -47,7 +47,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             rows.append((name, "-", "-", "-", "not yet ported", "-", "-"))
             continue
         default = info.weights.get("default")
-        source = {"zoo": "our Hub repo", "release": "authors' release"}.get(default.kind, default.kind) if default else "none published"
+        # A default of kind "init" fetches a multi-file release itself (AML: student + whitening + teacher).
+        source = ("our Hub repo" if default.kind == "zoo" else "authors' release") if default else "none published"
         rows.append((name, ", ".join(info.variants), info.task, str(info.dim(info.variant_kwargs())), source,
                      info.licence, info.paper + (f" (arXiv:{info.arxiv})" if info.arxiv else "")))
     if args.json:
