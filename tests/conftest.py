@@ -13,6 +13,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# huggingface_hub reads HF_HUB_OFFLINE once, when first imported: import it now, online, so that a
+# test which sets the variable (the zoo reads it at call time) cannot leave the whole run offline.
+os.environ.pop("HF_HUB_OFFLINE", None)
+import huggingface_hub  # noqa: E402,F401
 
 from tests.hub_server import LoopbackHub  # noqa: E402
 

@@ -214,3 +214,16 @@ def test_pretrained_false_makes_no_request(hub_server, monkeypatch):
     _register(monkeypatch, {"default": WeightSource("zoo", "x", HubFile("zoo-test/tiny", "model.safetensors", "a" * 40))})
     zoo.create_model("tiny_test", pretrained=False)
     assert hub_server.requests == []
+
+
+def test_requested_variant_must_match_the_weights(tmp_path, monkeypatch):
+    info = _register(monkeypatch, {})
+    info.variants = {"d4": {"dim": 4}, "d8": {"dim": 8}}
+    original = tmp_path / "orig.ckpt"
+    original.write_bytes(_original_checkpoint(_reference_state(dim=4)))
+    # Unspecified variant: the weights' own variant is built.
+    assert zoo.create_model("tiny_test", pretrained=str(original)).zoo_config["variant"] == {"dim": 4}
+    with pytest.raises(StateDictMismatchError, match="not the requested 'd8'"):
+        zoo.create_model("tiny_test.d8", pretrained=str(original))
+    with pytest.raises(StateDictMismatchError, match="dim=4"):
+        zoo.create_model("tiny_test", variant="d8", pretrained=str(original))
