@@ -25,7 +25,7 @@ def test_list_prints_every_entry_point_as_a_table():
     result = _run("list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["model", "variants", "task"]
+    assert lines[0].split()[:4] == ["model", "variants", "dim", "pretrained=True"]
     assert set(lines[1].replace(" ", "")) == {"-"}
     for name in ENTRY_POINTS:
         assert any(line.startswith(name) for line in lines), name
@@ -54,3 +54,9 @@ def test_convert_rejects_checkpoint_of_another_model(tmp_path, capsys):
         assert code == 2, name
         assert "other_model.pth" in err or "has not landed" in err, err
         assert not (tmp_path / name / "model.safetensors").exists()
+
+
+def test_readme_model_table_is_the_registry():
+    from zoo.__main__ import markdown_model_table
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert markdown_model_table() in readme, "regenerate the README table with `python -m zoo list --markdown`"

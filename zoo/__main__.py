@@ -39,29 +39,69 @@ def cmd_list(args: argparse.Namespace) -> int:
     import zoo
     from zoo.registry import ENTRY_POINTS, get_model_info
 
-    rows = [("model", "variants", "task", "dim", "pretrained=True", "licence", "paper")]
+    rows = [("model", "variants", "dim", "pretrained=True", "task", "licence", "paper")]
+    full = []
     for name in ENTRY_POINTS:
         try:
             info = get_model_info(name)
         except NotImplementedError:
-            rows.append((name, "-", "-", "-", "not yet ported", "-", "-"))
+            rows.append((name, "-", "-", "not yet ported", "-", "-", "-"))
             continue
         default = info.weights.get("default")
         # A default of kind "init" fetches a multi-file release itself (AML: student + whitening + teacher).
         source = ("our Hub repo" if default.kind == "zoo" else "authors' release") if default else "none published"
-        rows.append((name, ", ".join(info.variants), info.task, str(info.dim(info.variant_kwargs())), source,
-                     info.licence, info.paper + (f" (arXiv:{info.arxiv})" if info.arxiv else "")))
+        variants = list(info.variants)
+        full.append({"model": name, "variants": variants, "dim": info.dim(info.variant_kwargs()),
+                     "pretrained=True": source, "task": info.task, "licence": info.licence, "paper": info.paper,
+                     "arxiv": info.arxiv, "weight_sources": list(info.weights)})
+        shown = ", ".join(variants[:3]) + (f" (+{len(variants) - 3})" if len(variants) > 3 else "")
+        rows.append((name, shown, str(info.dim(info.variant_kwargs())), source, _short(info.task, 34),
+                     _short(info.licence, 38), f"arXiv:{info.arxiv}" if info.arxiv else _short(info.paper, 30)))
     if args.json:
-        print(json.dumps([dict(zip(rows[0], r)) for r in rows[1:]], indent=2))
+        print(json.dumps(full, indent=2))
+        return 0
+    if args.markdown:
+        print(markdown_model_table())
         return 0
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for i, row in enumerate(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
         if i == 0:
             print("  ".join("-" * w for w in widths) + "  " + "-" * 5)
-    print(f"\n{len(zoo.list_models())} of {len(ENTRY_POINTS)} models ported. "
-          "Variants: name.variant, e.g. dinov2_salad.512_32.")
+    print(f"\n{len(zoo.list_models())} of {len(ENTRY_POINTS)} models ported. Variants: name.variant, e.g. "
+          "dinov2_salad.512_32; all fields: python -m zoo list --json")
     return 0
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def _headline(info) -> str:
+    """The first published data set's numbers, e.g. "MSLS Challenge R@1/R@5/R@10 75.0/88.8/91.3"."""
+    if not info.published:
+        return "not yet transcribed"
+    first = info.published[0]
+    same = [r for r in info.published if r.dataset == first.dataset and r.source == first.source][:4]
+    values = "/".join("n/a" if r.value is None else str(r.value) for r in same)
+    return f"{first.dataset} {'/'.join(r.metric for r in same)} {values} ({first.source})"
+
+
+def markdown_model_table() -> str:
+    """The README's model table, generated from the registry so the two cannot drift apart."""
+    from zoo.registry import ENTRY_POINTS, get_model_info
+
+    lines = []
+    for name in ENTRY_POINTS:
+        try:
+            info = get_model_info(name)
+        except NotImplementedError:
+            lines.append(f"| `{name}` | not yet ported | | | | |")
+            continue
+        paper = info.paper + (f", arXiv:{info.arxiv}" if info.arxiv else "")
+        lines.append(f"| `{name}` | {paper} | {info.task} | {info.dim(info.variant_kwargs())} | "
+                     f"{_headline(info)} | {info.licence} |")
+    return "\n".join(lines)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -143,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="print every model of the registry as a table")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--markdown", action="store_true", help="the README's model table")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("convert", help="convert an authors' checkpoint into model.safetensors + config.json",
