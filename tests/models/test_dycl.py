@@ -156,3 +156,18 @@ def test_amp_option_is_a_no_op_on_cpu() -> None:
         out = model(x)
         model.amp = False
         assert torch.equal(out, model(x))
+
+
+def test_cli_convert_writes_a_loadable_folder(checkpoint, tmp_path: Path) -> None:
+    from zoo.__main__ import main
+
+    path, net_state, marker = checkpoint
+    out = tmp_path / "converted"
+    assert main(["convert", "dycl_resnet", "--checkpoint", str(path), "--out", str(out)]) == 0
+    assert not marker.exists()
+    import json
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "dycl_resnet" and config["variant"] == {"embed_dim": 512}
+    assert len(config["source"]["sha256"]) == 64
+    model = zoo.create_model("dycl_resnet", pretrained=str(out))
+    assert torch.equal(model.fc.weight, net_state["fc.weight"])
