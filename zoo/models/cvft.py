@@ -162,6 +162,12 @@ class CVFT(nn.Module):
         return self.encode_query(ground), self.encode_database(aerial)
 
 
+def descriptor_dim(variant: dict[str, Any]) -> int:
+    """64 channels x the aerial map's positions (8 x 8 = 4096 for 256 x 256 aerial images)."""
+    h, w = _map_size(tuple(variant.get("aerial_size", AERIAL_SIZE)))
+    return variant.get("channels", 64) * h * w
+
+
 def cvft_vgg(**kwargs: Any) -> CVFT:
     """CVFT with two VGG16 stacks; ground ``(B,3,112,616)`` and aerial ``(B,3,256,256)`` -> ``(B, 4096)``."""
     return CVFT(**kwargs)
@@ -248,7 +254,7 @@ register_model(ModelInfo(
     code_licence="none (no licence file in YujiaoShi/cross_view_localization_CVFT)",
     original_code="https://github.com/YujiaoShi/cross_view_localization_CVFT",
     citation="Shi, Yu, Liu, Zhang, Li. Optimal Feature Transport for Cross-View Image Geo-Localization. AAAI 2020.",
-    descriptor_dim=4096,
+    descriptor_dim=descriptor_dim,
     variants={"vgg16": {}},
     transforms=cvft_transforms,
     weights={
