@@ -33,7 +33,8 @@ def test_sixty_variables_mapped_with_layouts(tmp_path: Path) -> None:
     assert len(variables) == 60
     training_state = {f"{name}/Adam": np.zeros_like(v) for name, v in list(variables.items())[:5]}
     training_state.update({f"{name}/Adam_1": np.zeros_like(v) for name, v in list(variables.items())[:5]})
-    training_state.update({"beta1_power": np.array(0.9, np.float32), "beta2_power": np.array(0.99, np.float32),
+    # as train_cvusa.py saves them: Adam under name_scope("train"), global step tf.Variable(0) named "Variable"
+    training_state.update({"train/beta1_power": np.array(0.9, np.float32), "train/beta2_power": np.array(0.99, np.float32),
                            "Variable": np.array(100, np.int32)})
     prefix = write_tf_checkpoint(tmp_path / "model.ckpt", {**variables, **training_state})
     state_dict, config = convert_cvft_checkpoint(prefix)

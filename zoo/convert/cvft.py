@@ -8,7 +8,7 @@ The authors' ``model.ckpt`` holds 60 model variables (TF names on the left):
 * ``ot_grd_branchot_fc/{weights,biases}``                  -> ``transport.fc``
 
 Conv kernels are HWIO (-> OIHW); the FC weight is ``(in, out)`` (-> transposed). Adam slots,
-``beta1_power``/``beta2_power`` and the scalar global step (``Variable`` / ``global_step``) are
+``[train/]beta1_power``/``beta2_power`` and the scalar global step (``Variable`` / ``global_step``) are
 training state and are skipped; anything else means the checkpoint is not CVFT's and fails.
 """
 
@@ -26,7 +26,8 @@ from zoo.errors import CheckpointError
 
 _VGG_LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
                "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")
-_TRAINING_STATE = re.compile(r"(.*/Adam(_\d+)?|beta[12]_power(_\d+)?|Variable(_\d+)?|global_step)$")
+# train_cvusa.py creates Adam under name_scope("train"): its powers are train/beta1_power, train/beta2_power
+_TRAINING_STATE = re.compile(r"(.*/Adam(_\d+)?|(.*/)?beta[12]_power(_\d+)?|Variable(_\d+)?|global_step)$")
 
 
 def variable_map() -> dict[str, tuple[str, str]]:
