@@ -45,6 +45,26 @@ def test_knn_equals_brute_force(metric, chunks):
     torch.testing.assert_close(scores.double(), ref_s, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_block_topk_two_stage_selection_is_exact(k):
+    from zoo.search import GROUPS, _block_topk
+    g = torch.Generator().manual_seed(k)
+    s = torch.randn(17, GROUPS * 40, generator=g)
+    s[3, :] = 0.5                                     # a row of ties
+    s[4, : GROUPS * 5] = 9.0                          # the best values all in the first offsets
+    vals, idx = _block_topk(s, k)
+    ref_vals, _ = torch.topk(s, k, dim=1)
+    assert torch.equal(vals.sort(1, descending=True).values, ref_vals)
+    assert torch.equal(s.gather(1, idx), vals) and all(len(set(r.tolist())) == k for r in idx)
+
+
+def test_knn_grouped_blocks_equal_brute_force():
+    q, d = _data(n_q=30, n_db=300, dim=24, seed=5)
+    for metric in ("ip", "l2"):
+        _, idx = knn(q, d, 12, metric, query_chunk=8, db_chunk=64)  # 64 = 8 groups of 8 columns
+        assert torch.equal(idx, _brute(q, d, 12, metric)[1])
+
+
 def test_knn_chunk_bytes_bounds_block():
     q, d = _data(n_q=50, n_db=300)
     # 400 bytes = 100 float32 scores per block: forces a small block and many merges.

@@ -4,8 +4,9 @@ Every evaluation protocol searches with :func:`knn` (top-k database items per qu
 :func:`count_closer` (how many database items beat a given one, for cross-view ranks).
 
 Both walk the score matrix in blocks of ``query_chunk`` queries x ``db_chunk`` database items:
-one matrix product per block, a top-k of the block merged into a running top-k (or, for
-:func:`count_closer`, a comparison count). Extra memory is therefore bounded by the block
+one matrix product per block (numpy's OpenBLAS on CPU, cuBLAS without TF32 on CUDA), then a
+two-stage exact top-k of the block (:func:`_block_topk`) merged into a running top-k, or, for
+:func:`count_closer`, a comparison count. Extra memory is therefore bounded by the block
 (``chunk_bytes``, 256 MiB by default) plus the ``(Q, k)`` result, whatever Q and N are: a
 100k x 100k search at 4096-d needs about 0.3 GB besides the descriptors themselves.
 
@@ -14,23 +15,24 @@ Scores follow faiss's conventions so that results are interchangeable:
 decreasing order; ``metric="l2"`` returns *squared* Euclidean distances in increasing order.
 
 Backends (``backend=``):
-  ``"torch"``  the blocked matmul + ``torch.topk`` above, on the descriptors' device (CUDA when
-               they live there, or when ``device="cuda"`` is passed; blocks are then moved there).
+  ``"torch"``  the blocked search above, on the descriptors' device (CUDA when they live there,
+               or when ``device="cuda"`` is passed; blocks are then moved there one at a time).
   ``"faiss"``  ``faiss.knn`` (faiss's exact blocked BLAS search; no index, so no copy of the
                database) on CPU.
   ``"auto"``   the measured rule of :func:`choose_backend`.
 
-The measured rule (``python bench/search.py``, 2-core AMD EPYC, faiss-cpu 1.15, torch 2.14,
-see the numbers printed there): on CPU the two backends run at the same speed within noise for
-``k <= 100`` because both spend ~all their time in the same BLAS sgemm, while the torch backend's
-memory stays bounded and it also accepts float64 and CUDA tensors. ``"auto"`` therefore picks
-torch everywhere, except for ``k > FAISS_MIN_K`` on CPU, where faiss's heap selection beats
-``torch.topk`` on large blocks.
+The measured rule (``python bench/search.py``; 2-core AMD EPYC shared with other jobs, one
+thread, faiss-cpu 1.15, torch 2.14): for k = 25 both backends spend almost all their time in the
+same OpenBLAS sgemm and run within about 10% of each other, either way depending on the load;
+the torch backend keeps its memory bounded, also runs on CUDA and in float64, and shares its
+code with :func:`count_closer`. ``"auto"`` therefore picks torch, except on CPU for
+``k > FAISS_MIN_K`` (float32), where faiss's heaps are faster than ``torch.topk`` merges.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -92,13 +94,41 @@ def choose_backend(k: int, device: torch.device, dtype: torch.dtype) -> str:
     return "torch"
 
 
-def _chunks(q_rows: int, n_db: int, chunk_bytes: int, elem: int,
+def _chunks(q_rows: int, n_db: int, dim: int, chunk_bytes: int, elem: int,
             query_chunk: int | None, db_chunk: int | None) -> tuple[int, int]:
+    """Block shape: ``query_chunk`` queries (default 1024) x ``db_chunk`` database items, the
+    latter chosen so that the score block and a converted database block fit ``chunk_bytes``,
+    rounded to a multiple of :data:`GROUPS`."""
     if chunk_bytes <= 0:
         raise InputError(f"chunk_bytes must be positive, got {chunk_bytes}")
-    qc = query_chunk or 1024
-    dc = db_chunk or max(1, chunk_bytes // (elem * min(qc, max(q_rows, 1))))
-    return max(1, min(qc, q_rows)), max(1, min(dc, n_db))
+    qc = max(1, min(query_chunk or 1024, q_rows))
+    dc = db_chunk or max(GROUPS, chunk_bytes // (elem * (qc + dim)) // GROUPS * GROUPS)
+    return qc, max(1, min(dc, n_db))
+
+
+#: Selection in two stages (see :func:`_block_topk`): the columns of a score block are split into
+#: this many interleaved groups.
+GROUPS = 8
+
+
+def _block_topk(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` of each row of ``s`` (unsorted), about twice as fast as ``torch.topk`` on CPU.
+
+    View the ``c`` columns as ``GROUPS`` interleaved slices of ``m = c / GROUPS`` and take, for each
+    offset ``j < m``, the maximum over the slices of columns ``j, j + m, j + 2m ...``: a vectorised
+    pass. Every top-``k`` element lies in one of the ``k`` offsets with the largest such maxima
+    (otherwise ``k`` maxima, each from a different offset, would beat it), so the top-``k`` of those
+    ``k * GROUPS`` candidates is the top-``k`` of the row.
+    """
+    rows, cols = s.shape
+    k = min(k, cols)
+    m = cols // GROUPS
+    if cols % GROUPS or m < k:
+        return torch.topk(s, k, dim=1, sorted=False)
+    _, offset = torch.topk(s.view(rows, GROUPS, m).amax(1), k, dim=1, sorted=False)
+    cand = (offset.unsqueeze(1) + torch.arange(0, cols, m, device=s.device).view(1, GROUPS, 1)).view(rows, -1)
+    vals, pos = torch.topk(s.gather(1, cand), k, dim=1, sorted=False)
+    return vals, cand.gather(1, pos)
 
 
 def _scores_into(qb: torch.Tensor, block: torch.Tensor, db_sqnorm: torch.Tensor | None,
@@ -107,9 +137,9 @@ def _scores_into(qb: torch.Tensor, block: torch.Tensor, db_sqnorm: torch.Tensor 
     ``2 q.d - |d|^2`` (= ``|q|^2 - |q-d|^2``) for l2, where the caller passes ``qb = 2 q``
     for l2 (an exact scaling) so that only one extra pass over the block is needed.
 
-    On CPU the product goes through numpy's BLAS (OpenBLAS, the library faiss uses): on the
-    AMD EPYC this was tuned on it runs sgemm ~15% faster than torch's MKL (bench/search.py).
-    Writing into a reused buffer also avoids fresh page faults for every block.
+    On CPU the product goes through numpy's BLAS (OpenBLAS, the library faiss uses): on the AMD
+    EPYC this was tuned on it runs sgemm ~15% faster than torch's MKL (bench/search.py).
+    Writing into a reused buffer also avoids page faults for every block.
     """
     if qb.device.type == "cpu":
         np.matmul(qb.numpy(), block.numpy().T, out=out.numpy())
@@ -121,13 +151,137 @@ def _scores_into(qb: torch.Tensor, block: torch.Tensor, db_sqnorm: torch.Tensor 
 
 
 class _Buffer:
-    """One reusable score block of at most ``rows x cols`` (views for smaller edge blocks)."""
+    """One reusable block of at most ``rows x cols`` (views for smaller edge blocks)."""
 
     def __init__(self, rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> None:
         self.flat = torch.empty(rows * cols, dtype=dtype, device=device)
 
     def view(self, rows: int, cols: int) -> torch.Tensor:
         return self.flat[: rows * cols].view(rows, cols)
+
+
+class _TopK:
+    """Running top-k of one query chunk, merged block by block."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.scores: torch.Tensor | None = None
+        self.index: torch.Tensor | None = None
+
+    def update(self, s: torch.Tensor, start: int) -> None:
+        bs, bi = _block_topk(s, self.k)
+        bi += start
+        if self.scores is None:
+            self.scores, self.index = bs, bi
+            return
+        # Merge the running best with this block's best (at most 2k candidates per row).
+        cat_s, cat_i = torch.cat((self.scores, bs), 1), torch.cat((self.index, bi), 1)
+        self.scores, pos = torch.topk(cat_s, min(self.k, cat_s.shape[1]), dim=1, sorted=False)
+        self.index = cat_i.gather(1, pos)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best first; equal scores ordered by database index (faiss's order)."""
+        order = torch.argsort(self.index, dim=1)
+        s, i = self.scores.gather(1, order), self.index.gather(1, order)
+        s, pos = torch.sort(s, dim=1, descending=True, stable=True)
+        return s, i.gather(1, pos)
+
+
+@contextlib.contextmanager
+def _full_precision_matmul(device: torch.device) -> Iterator[None]:
+    """Float32 products on CUDA without TF32 (which a caller may have enabled with
+    ``torch.set_float32_matmul_precision``): its 10-bit mantissa would reorder neighbours."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@torch.no_grad()
+def _scan(q: torch.Tensor, d: torch.Tensor, metric: str, device: torch.device, dtype: torch.dtype,
+          chunk_bytes: int, query_chunk: int | None, db_chunk: int | None, k: int = 0,
+          targets: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """One blocked pass over the score matrix computing the top-``k`` and/or, given
+    ``targets``, the number of items strictly closer than each query's target.
+
+    The database is the outer loop: each database block is converted (device, dtype) once,
+    then met by every query chunk.
+    """
+    with _full_precision_matmul(device):
+        return _scan_blocks(q, d, metric, device, dtype, chunk_bytes, query_chunk, db_chunk, k, targets)
+
+
+def _scan_blocks(q: torch.Tensor, d: torch.Tensor, metric: str, device: torch.device, dtype: torch.dtype,
+                 chunk_bytes: int, query_chunk: int | None, db_chunk: int | None, k: int,
+                 targets: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    n_q, n_db, dim = q.shape[0], d.shape[0], q.shape[1]
+    elem = torch.finfo(dtype).bits // 8
+    qc, dc = _chunks(n_q, n_db, dim, chunk_bytes, elem, query_chunk, db_chunk)
+    q_starts = range(0, n_q, qc)
+    buf = _Buffer(qc, dc, dtype, device)
+    tops = [_TopK(k) for _ in q_starts] if k else None
+    counts = torch.zeros(n_q, dtype=torch.long, device=device) if targets is not None else None
+    if targets is not None:
+        mask_buf = _Buffer(qc, dc, torch.bool, device)
+        d_maxnorm = max(float(d[i:i + dc].to(device=device, dtype=dtype).norm(dim=1).max()) for i in range(0, n_db, dc))
+        true_parts = [_target_scores(_query_chunk(q, s0, qc, device, dtype, metric),
+                                     d[targets[s0:s0 + qc].to(d.device)].to(device=device, dtype=dtype),
+                                     metric, d_maxnorm) for s0 in q_starts]
+        true_exact = _exact_scores(q, d, torch.arange(n_q, device=device), targets, metric, device)
+    for start in range(0, n_db, dc):
+        block = d[start:start + dc].to(device=device, dtype=dtype)
+        sqnorm = block.pow(2).sum(1) if metric == "l2" else None
+        for c, q_start in enumerate(q_starts):
+            qb = _query_chunk(q, q_start, qc, device, dtype, metric)
+            s = _scores_into(qb, block, sqnorm, buf.view(qb.shape[0], block.shape[0]))
+            if tops is not None:
+                tops[c].update(s, start)
+            if targets is not None:
+                true_s, eps = true_parts[c]
+                tb = targets[q_start:q_start + qc]
+                rows = torch.arange(qb.shape[0], device=device)
+                inside = (tb >= start) & (tb < start + block.shape[0])
+                s[rows[inside], tb[inside] - start] = -torch.inf  # never count the target itself
+                diff = s.sub_(true_s.unsqueeze(1))
+                mask = mask_buf.view(qb.shape[0], block.shape[0])
+                counts[q_start:q_start + qc] += _count_rows(torch.gt(diff, eps.unsqueeze(1), out=mask))
+                torch.le(diff.abs_(), eps.unsqueeze(1), out=mask)
+                if mask.any():
+                    r, col = torch.nonzero(mask, as_tuple=True)
+                    r += q_start
+                    beats = _exact_scores(q, d, r, col + start, metric, device) > true_exact[r]
+                    counts.index_add_(0, r, beats.long())
+    out_s = out_i = None
+    if tops is not None:
+        out_s = torch.empty(n_q, k, dtype=dtype, device=device)
+        out_i = torch.empty(n_q, k, dtype=torch.long, device=device)
+        for c, q_start in enumerate(q_starts):
+            best_s, best_i = tops[c].result()
+            if metric == "l2":  # back from 2q.d - |d|^2 to |q - d|^2
+                qb = _query_chunk(q, q_start, qc, device, dtype, metric)
+                best_s = (qb.pow(2).sum(1, keepdim=True) / 4 - best_s).clamp_min_(0)
+            out_s[q_start:q_start + qc] = best_s
+            out_i[q_start:q_start + qc] = best_i
+    return out_s, out_i, counts
+
+
+def _count_rows(mask: torch.Tensor) -> torch.Tensor:
+    """True entries per row. On CPU through numpy, whose buffered reduction needs no copy:
+    torch's bool sum makes an int64 copy of the whole block (8x its size) every time."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.add.reduce(mask.numpy(), axis=1, dtype=np.int64))
+    return mask.sum(1)
+
+
+def _query_chunk(q: torch.Tensor, start: int, qc: int, device: torch.device, dtype: torch.dtype,
+                 metric: str) -> torch.Tensor:
+    qb = q[start:start + qc].to(device=device, dtype=dtype)
+    return qb * 2 if metric == "l2" else qb
 
 
 def knn(queries: torch.Tensor | np.ndarray, database: torch.Tensor | np.ndarray, k: int,
@@ -178,123 +332,39 @@ def _knn_faiss(q: torch.Tensor, d: torch.Tensor, k: int, metric: str) -> tuple[t
     return torch.from_numpy(scores), torch.from_numpy(idx)
 
 
-class _TopK:
-    """Running top-k of one query chunk, merged block by block."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-        self.scores: torch.Tensor | None = None
-        self.index: torch.Tensor | None = None
-
-    def update(self, s: torch.Tensor, start: int) -> None:
-        bs, bi = torch.topk(s, min(self.k, s.shape[1]), dim=1, sorted=False)
-        bi += start
-        if self.scores is None:
-            self.scores, self.index = bs, bi
-            return
-        # Merge the running best with this block's best (at most 2k candidates per row).
-        cat_s, cat_i = torch.cat((self.scores, bs), 1), torch.cat((self.index, bi), 1)
-        self.scores, pos = torch.topk(cat_s, min(self.k, cat_s.shape[1]), dim=1, sorted=False)
-        self.index = cat_i.gather(1, pos)
-
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best first; equal scores ordered by database index (faiss's order)."""
-        order = torch.argsort(self.index, dim=1)
-        s, i = self.scores.gather(1, order), self.index.gather(1, order)
-        s, pos = torch.sort(s, dim=1, descending=True, stable=True)
-        return s, i.gather(1, pos)
-
-
-@torch.no_grad()
-def _scan(q: torch.Tensor, d: torch.Tensor, metric: str, device: torch.device, dtype: torch.dtype,
-          chunk_bytes: int, query_chunk: int | None, db_chunk: int | None, k: int = 0,
-          targets: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """One blocked pass over the score matrix computing the top-``k`` and/or, given
-    ``targets``, the number of items strictly closer than each query's target."""
-    n_q, n_db = q.shape[0], d.shape[0]
-    elem = torch.finfo(dtype).bits // 8
-    qc, dc = _chunks(n_q, n_db, chunk_bytes, elem, query_chunk, db_chunk)
-    buf = _Buffer(qc, dc, dtype, device)
-    if targets is not None:
-        d_maxnorm = max(float(d[i:i + dc].to(device=device, dtype=dtype).norm(dim=1).max()) for i in range(0, n_db, dc))
-    out_s = torch.empty(n_q, k, dtype=dtype, device=device) if k else None
-    out_i = torch.empty(n_q, k, dtype=torch.long, device=device) if k else None
-    counts = torch.zeros(n_q, dtype=torch.long, device=device) if targets is not None else None
-    for q_start in range(0, n_q, qc):
-        qb = q[q_start:q_start + qc].to(device=device, dtype=dtype)
-        if metric == "l2":
-            qb = qb * 2
-        rows = torch.arange(qb.shape[0], device=device)
-        top = _TopK(k) if k else None
-        if targets is not None:
-            tb = targets[q_start:q_start + qc]
-            true_s, eps = _target_scores(qb, d[tb.to(d.device)].to(device=device, dtype=dtype), metric, d_maxnorm)
-            near_rows, near_cols = [], []
-        for start in range(0, n_db, dc):
-            # A view when device and dtype already match; otherwise one block is converted at a
-            # time (O(N*D) per query chunk, negligible next to the O(chunk*N*D) product).
-            block = d[start:start + dc].to(device=device, dtype=dtype)
-            sqnorm = block.pow(2).sum(1) if metric == "l2" else None
-            s = _scores_into(qb, block, sqnorm, buf.view(qb.shape[0], block.shape[0]))
-            if top is not None:
-                top.update(s, start)
-            if targets is not None:
-                inside = (tb >= start) & (tb < start + block.shape[0])
-                s[rows[inside], tb[inside] - start] = -torch.inf  # never count the target itself
-                diff = s - true_s.unsqueeze(1)
-                counts[q_start:q_start + qc] += (diff > eps.unsqueeze(1)).sum(1)
-                r, c = torch.nonzero(diff.abs_() <= eps.unsqueeze(1), as_tuple=True)
-                near_rows.append(r + q_start)
-                near_cols.append(c + start)
-        if targets is not None:
-            r, c = torch.cat(near_rows), torch.cat(near_cols)
-            if r.numel():
-                counts.index_add_(0, r, _beats_exactly(q, d, targets, r, c, metric, device))
-        if top is not None:
-            best_s, best_i = top.result()
-            if metric == "l2":  # back from 2q.d - |d|^2 to |q - d|^2
-                best_s = (qb.pow(2).sum(1, keepdim=True) / 4 - best_s).clamp_min_(0)
-            out_s[q_start:q_start + qc] = best_s
-            out_i[q_start:q_start + qc] = best_i
-    return out_s, out_i, counts
-
-
 def _target_scores(qb: torch.Tensor, true_db: torch.Tensor, metric: str,
                    d_maxnorm: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each query's score with its target, and a bound on the rounding error of any block score.
+    """Each query's score with its target, and the margin within which a block score is
+    re-decided exactly.
 
     Block scores come from BLAS products whose rounding depends on the block's shape and the
     library's kernel choice, so an item tying with the target (e.g. an exact duplicate) may land
-    one unit above or below it. Every score within the bound of the target's is therefore decided
-    again exactly (:func:`_beats_exactly`). The bound is the standard one for a dot product of
-    length ``D`` accumulated in precision ``u``: ``|err| <= (D + 2) u |q| |d|`` (Higham, Accuracy
-    and Stability of Numerical Algorithms, eq. 3.5), plus the ``|d|^2`` term for l2.
+    one unit above or below it. Every score within the margin of the target's is therefore
+    decided again in float64 (:func:`_exact_scores`). The margin is ``4 sqrt(D + 2) u |q| max|d|``
+    (twice a per-score bound of ``2 sqrt(D + 2) u |q| |d|``, plus the ``|d|^2`` term for l2). It is
+    not the worst-case bound ``(D + 2) u |q| |d|`` (Higham, Accuracy and Stability of Numerical
+    Algorithms, eq. 3.5), which would send ~1% of all pairs of random 4096-d unit vectors to
+    float64; it is twice the largest error measured for OpenBLAS sgemm over D = 8 ... 8448 (random
+    and non-negative unit vectors): 1.1 sqrt(D) u at D = 8, at most 0.23 sqrt(D) u for D >= 1024.
     """
     true_s = (qb * true_db).sum(1)
-    gamma = (qb.shape[1] + 2) * torch.finfo(qb.dtype).eps
-    qnorm = qb.norm(dim=1)
-    eps = gamma * qnorm * d_maxnorm
+    gamma = 2 * (qb.shape[1] + 2) ** 0.5 * torch.finfo(qb.dtype).eps / 2  # finfo.eps = 2u
+    eps = gamma * qb.norm(dim=1) * d_maxnorm
     if metric == "l2":
         true_s = true_s - true_db.pow(2).sum(1)
         eps = eps + 2 * gamma * d_maxnorm ** 2
-    # Two scores each off by up to eps: compare with twice the bound.
     return true_s, 2 * eps
 
 
-def _beats_exactly(q: torch.Tensor, d: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
-                   cols: torch.Tensor, metric: str, device: torch.device, batch: int = 1024) -> torch.Tensor:
-    """1 where ``d[cols]`` is strictly closer to ``q[rows]`` than ``d[targets[rows]]``, from float64
-    scores computed pair by pair the same way (exact duplicates tie); int64, one per pair."""
-    out = torch.empty(rows.numel(), dtype=torch.long, device=device)
+def _exact_scores(q: torch.Tensor, d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, metric: str,
+                  device: torch.device, batch: int = 1024) -> torch.Tensor:
+    """Float64 score (larger = closer) of each pair ``(q[rows[i]], d[cols[i]])``, computed pair by
+    pair with one reduction, so that exact duplicates tie exactly."""
+    out = torch.empty(rows.numel(), dtype=torch.float64, device=device)
     for i in range(0, rows.numel(), batch):
-        r, c = rows[i:i + batch], cols[i:i + batch]
-        qr = q[r.to(q.device)].to(device=device, dtype=torch.float64)
-        cand = d[c.to(d.device)].to(device=device, dtype=torch.float64)
-        true = d[targets[r].to(d.device)].to(device=device, dtype=torch.float64)
-        if metric == "ip":
-            out[i:i + batch] = ((qr * cand).sum(1) > (qr * true).sum(1)).long()
-        else:
-            out[i:i + batch] = ((qr - cand).pow(2).sum(1) < (qr - true).pow(2).sum(1)).long()
+        qr = q[rows[i:i + batch].to(q.device)].to(device=device, dtype=torch.float64)
+        dc = d[cols[i:i + batch].to(d.device)].to(device=device, dtype=torch.float64)
+        out[i:i + batch] = (qr * dc).sum(1) if metric == "ip" else -(qr - dc).pow(2).sum(1)
     return out
 
 
