@@ -99,7 +99,11 @@ class FeatureTransport(nn.Module):
         b, c, h, w = x.shape
         if h * w != self.positions:
             raise InputError(f"FeatureTransport expects {self.positions} positions, got a {h}x{w} map")
-        moved = torch.bmm(x.flatten(2), self.plan(x))
+        # Always float32: the cost is multiplied by 100 before Sinkhorn, so bf16/fp16 rounding of
+        # the cost (~0.4% near 1) would become an error of ~0.4 in the log plan.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            moved = torch.bmm(x.flatten(2), self.plan(x))
         return moved.view(b, c, h, w)
 
 
