@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.fixtures.cvft_data import make_cvact, make_cvusa
 from zoo.data.base import build_eval_dataset
@@ -36,6 +37,9 @@ def test_cvact_reader_val_and_test(tmp_path: Path) -> None:
     assert val.meta["utm"].shape == (2, 2)
     test = build_eval_dataset("cvact", root, split="test")
     assert test.queries[0].path.suffix == ".jpg" and test.queries[0].box == (0.0, 208.0, 1664.0, 624.0)
+    Image.new("RGB", (1232, 224)).save(test.queries[0].path)
+    with pytest.raises(DatasetError, match="must be 1664x832.*got 1232x224"):
+        build_eval_dataset("cvact", root, split="test")
     with pytest.raises(DatasetError, match="ACT_data.mat"):
         build_eval_dataset("cvact", tmp_path)
     with pytest.raises(DatasetError, match="split must be one of"):

@@ -79,6 +79,17 @@ def cvact_paths(root: Path, pano_id: str, split: str) -> tuple[Path, Path]:
             root / "satview_polish" / f"{pano_id}_satView_polish.{ext}")
 
 
+def _check_test_panorama(path: Path) -> None:
+    """The crop box assumes CVACT_test's 832x1664 panoramas; a resized copy would be cropped wrongly."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        size = image.size
+    if size != (2 * PANO_HEIGHT, PANO_HEIGHT):
+        raise DatasetError(f"{path}: CVACT_test panoramas must be {2 * PANO_HEIGHT}x{PANO_HEIGHT} (the loader keeps rows "
+                           f"{(PANO_HEIGHT - PANO_CROP) // 2}..{(PANO_HEIGHT + PANO_CROP) // 2 - 1}), got {size[0]}x{size[1]}")
+
+
 @register_eval_dataset("cvact")
 def cvact(root: Path, split: str = "val", mat_file: str | Path = "ACT_data.mat", check_files: bool = True) -> RetrievalSet:
     """Ground panoramas (queries) and aerial images (database) of CVACT val or test."""
@@ -89,6 +100,8 @@ def cvact(root: Path, split: str = "val", mat_file: str | Path = "ACT_data.mat",
         missing = [p for pair in pairs for p in pair if not p.is_file()]
         if missing:
             raise DatasetError(f"CVACT {split}: {len(missing)} image(s) missing under {root}, e.g. {missing[0]}")
+    if split == "test" and check_files:
+        _check_test_panorama(pairs[0][0])
     start = (PANO_HEIGHT - PANO_CROP) // 2
     # CVACT_test panoramas are cropped to their middle rows before the transform's resize.
     box = (0.0, float(start), float(2 * PANO_HEIGHT), float(start + PANO_CROP)) if split == "test" else None
