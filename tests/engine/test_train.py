@@ -197,9 +197,10 @@ def test_evaluation_during_training(tmp_path: Path) -> None:
     data = tmp_path / "data"
     make_vpr_lists(data, "nordland", num_places=3)
     table = tmp_path / "toy_table.yaml"
-    table.write_text(yaml.safe_dump({"name": "toy_table", "title": "toy", "rows": [{
-        "label": "student", "model": "aml_student", "model_args": {"imsize": 40}, "dataset": "nordland",
-        "data_subdir": "Nordland", "protocol": "vpr_recall", "metrics": ["R@1"]}]}))
+    row = {"label": "student", "model": "aml_student.mobilenetv2_resnet101", "model_args": {"imsize": 40}, "dataset": "nordland",
+           "data_subdir": "Nordland", "protocol": "vpr_recall", "metrics": ["R@1"]}
+    other = {**row, "label": "other variant", "model": "aml_student.efficientnetb3_vgg16"}  # not evaluated
+    table.write_text(yaml.safe_dump({"name": "toy_table", "title": "toy", "rows": [row, other]}))
     recipe = dict(TOY, model={"name": "aml_student"}, batch_size=2, epochs=2, max_steps_per_epoch=2,
                   optimizer={"name": "adam", "lr": 1e-3}, scheduler={"name": "none"}, log_every=1,
                   task_args={"size": 4, "images": [3, 32, 32], "anchor_weight": 0, "jitter": 0.1})
@@ -210,6 +211,7 @@ def test_evaluation_during_training(tmp_path: Path) -> None:
     evals = [r for r in rows if r["kind"] == "eval"]
     assert [(r["epoch"], r["step"]) for r in evals] == [(0, 2), (1, 4)]
     assert all(0 <= r["student/R@1"] <= 100 for r in evals)
+    assert not any(key.startswith("other variant") for r in evals for key in r)
     assert (tmp_path / "a" / "eval" / "epoch-001").is_dir()
     a = load_file(str(tmp_path / "a" / "export" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "export" / "model.safetensors"))
@@ -218,5 +220,8 @@ def test_evaluation_during_training(tmp_path: Path) -> None:
     bad = dict(with_eval, eval={"table": str(table), "args": {"no_such_option": 1}})
     with pytest.raises(RecipeError, match="eval.args.no_such_option"):
         Trainer(validate(bad), TrainOptions(tmp_path / "c", data_root=data, device="cpu"))
+    with pytest.raises(RecipeError, match="has no row for aml_student.teacher_vgg16"):
+        Trainer(validate(dict(with_eval, model={"name": "aml_student", "variant": "teacher_vgg16"})),
+                TrainOptions(tmp_path / "c", data_root=data, device="cpu"))
     with pytest.raises(DatasetError, match="Nordland under --data-root"):
         Trainer(validate(with_eval), TrainOptions(tmp_path / "c", data_root=tmp_path / "a", device="cpu"))

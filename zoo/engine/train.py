@@ -582,8 +582,17 @@ class Trainer:
         for key in spec["args"]:
             if key in ("table", "data_root", "model", "pretrained", "device", "out_dir") or key not in accepted:
                 raise RecipeError(f"eval.args.{key}: not an option of evaluation during training")
+        from zoo.registry import get_model_info, split_name
+
         table = evaluate.load_table(spec["table"])
-        rows = evaluate.select_rows(table, spec["args"].get("rows"), self.recipe["model"]["name"])
+        arch, tag = split_name(self.recipe["model"]["name"])
+        tag = self.recipe["model"]["variant"] or tag or get_model_info(arch).default_variant
+        # Rows of the architecture trained here, in its variant (or untagged): other variants cannot load these weights.
+        rows = [r for r in evaluate.select_rows(table, spec["args"].get("rows"), arch)
+                if split_name(r.model)[1] in (None, tag)]
+        if not rows:
+            raise RecipeError(f"eval: table {spec['table']!r} has no row for {arch}.{tag}")
+        self.eval_rows = [r.label for r in rows]
         missing = sorted({r.data_subdir for r in rows if not (Path(self.opts.data_root) / r.data_subdir).is_dir()})
         if missing:
             raise DatasetError(f"eval: table {spec['table']!r} reads {', '.join(missing)} under --data-root "
@@ -599,10 +608,10 @@ class Trainer:
         if self.dist.is_main:
             self._export(step, weights, card=False)
         D.barrier()
+        options = {"use_cache": False, "progress": self.opts.progress, **spec["args"], "rows": self.eval_rows}
         result = self.evaluate.evaluate_table(
-            spec["table"], self.opts.data_root, model=self.recipe["model"]["name"], pretrained=str(weights),
-            device=self.dist.device.type, out_dir=self.out_dir / "eval" / f"epoch-{epoch:03d}",
-            **{"use_cache": False, "progress": self.opts.progress, **spec["args"]})
+            spec["table"], self.opts.data_root, pretrained=str(weights), device=self.dist.device.type,
+            out_dir=self.out_dir / "eval" / f"epoch-{epoch:03d}", **options)
         set_rng_state(saved)
         if result is None:  # not rank 0
             return None
