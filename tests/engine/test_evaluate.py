@@ -181,16 +181,18 @@ def test_cli_errors_are_clear(setup, capsys):
 
 
 def test_corrupt_image_named_then_skipped_and_counted(setup, tmp_path, capsys):
-    make_tiny_eval(tmp_path / "data" / "tiny", corrupt=("database/db_005.png",))
+    make_tiny_eval(tmp_path / "data" / "tiny", corrupt=("database/db_005.png", "queries/q_002.png"))
     code = _cli_main()(["--table", "tiny", "--tables-dir", str(setup / "tables"), "--data-root",
                         str(tmp_path / "data"), "--num-workers", "1", "--no-progress", "--device", "cpu",
                         "--rows", "0", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "db_005.png" in err and "--skip-corrupt" in err and "Traceback" not in err
+    assert "q_002.png" in err and "--skip-corrupt" in err and "Traceback" not in err  # queries come first
     result = evaluate_table("tiny", tmp_path / "data", tables_dir=setup / "tables", out_dir=tmp_path / "out",
                             rows=["0"], num_workers=0, skip_corrupt=True, device="cpu", progress=False)
     assert [i for i, _ in result.rows[0].skipped["database"]] == [5]
+    assert [i for i, _ in result.rows[0].skipped["query"]] == [2]
+    assert result.rows[0].metrics["R@1"] == pytest.approx(500 / 6)  # the skipped query is a miss
     report = json.loads((tmp_path / "out" / "tiny.json").read_text())
     assert len(report["rows"][0]["skipped"]["database"]) == 1
     assert "db_005.png" in report["rows"][0]["skipped"]["database"][0]["reason"]

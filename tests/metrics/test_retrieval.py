@@ -72,6 +72,18 @@ def test_cross_view_protocol_hand_worked():
     assert res.correct[:, 0].tolist() == [True, False, False, True]
 
 
+def test_skipped_queries_count_as_misses():
+    db = torch.eye(3)
+    q = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # query 0: the zero row of an unreadable image
+    cross = get_protocol("cross_view_rank")(q, db, _set([0, 1], "cross_view_rank"), k_values=(1,),
+                                            skipped_queries=[0])
+    assert cross.extra["ranks"].tolist() == [3, 0] and cross.metrics["R@1"] == 50.0
+    assert cross.correct[0].sum() == 0
+    vpr = get_protocol("vpr_recall")(q, db, _set([np.array([0]), np.array([1])], "vpr_recall"), k_values=(1, 3),
+                                     skipped_queries=[0])
+    assert vpr.metrics == {"R@1": 50.0, "R@3": 50.0}
+
+
 def test_vpr_protocol_wrong_ground_truth_length():
     with pytest.raises(InputError, match="ground truth for 1 queries"):
         get_protocol("vpr_recall")(torch.eye(2), torch.eye(2), _set([np.array([0])], "vpr_recall"))

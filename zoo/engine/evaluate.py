@@ -176,9 +176,15 @@ def select_rows(table: Table, rows: Sequence[str] | None = None, model: str | No
     return chosen
 
 
-def _call_protocol(protocol, query_desc, db_desc, dataset, options: dict, device: torch.device, out_dir: Path):
+def _call_protocol(protocol, query_desc, db_desc, dataset, options: dict, device: torch.device, out_dir: Path,
+                   skipped_queries: list[int]):
+    """Call a protocol with the engine's context where its signature asks for it: ``device`` (where
+    to search), ``out_dir`` (for files it writes) and ``skipped_queries`` (unreadable queries,
+    whose zero descriptors it should count as misses)."""
     params = inspect.signature(protocol).parameters
-    extra = {}
+    extra: dict[str, Any] = {}
+    if "skipped_queries" in params:
+        extra["skipped_queries"] = skipped_queries
     if "device" in params and "device" not in options:
         extra["device"] = str(device)
     if "out_dir" in params and "out_dir" not in options:
@@ -212,7 +218,7 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
     """
     import zoo
     from zoo.data.base import build_eval_dataset
-    from zoo.engine.distributed import barrier, init_distributed
+    from zoo.engine.distributed import init_distributed
     from zoo.engine.extract import DescriptorCache, autocast_dtype, extract_descriptors, records_fingerprint, \
         transform_id, weights_hash
     from zoo.metrics.base import get_protocol
@@ -235,7 +241,25 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
     cache_root = Path(cache_dir) if cache_dir else out / "cache"
     is_main = dist_info.rank == 0
 
+    def score(row: TableRow, dataset: RetrievalSet, sides: dict, source: bool | str, weights: str) -> RowResult:
+        start = time.perf_counter()
+        result = _call_protocol(get_protocol(row.protocol), sides["query"].descriptors,
+                                sides["database"].descriptors, dataset, dict(row.protocol_args), dev, out,
+                                [i for i, _ in sides["query"].skipped])
+        return RowResult(
+            row=row, metrics=dict(result.metrics), result=result, dataset=dataset, pretrained=source, weights=weights,
+            skipped={s: e.skipped for s, e in sides.items()},
+            extraction={s: {"cached_images": e.cached_images, "computed_images": e.computed_images,
+                            "seconds": round(e.seconds, 3), "dim": int(e.descriptors.shape[1])}
+                        for s, e in sides.items()},
+            search_seconds=time.perf_counter() - start)
+
+    # One process scores each row right after extracting it (only one row's descriptors in memory).
+    # Under torchrun every row is extracted first: otherwise the other ranks would wait in the next
+    # row's gather while rank 0 searches, and a long CPU search could outlast the collective timeout.
+    deferred = dist_info.world_size > 1
     results: list[RowResult] = []
+    pending: list[tuple] = []
     built: tuple[tuple, torch.nn.Module, str] | None = None
     for row in selected:
         source = row.pretrained if pretrained is None else pretrained
@@ -262,19 +286,12 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
                 progress=progress, desc=f"{row.label}: {side}")
         if not is_main:
             continue
-        start = time.perf_counter()
-        protocol = get_protocol(row.protocol)
-        result = _call_protocol(protocol, sides["query"].descriptors, sides["database"].descriptors, dataset,
-                                dict(row.protocol_args), dev, out)
-        results.append(RowResult(
-            row=row, metrics=dict(result.metrics), result=result, dataset=dataset, pretrained=source,
-            weights=getattr(net, "zoo_config", {}).get("weights", str(source)),
-            skipped={s: e.skipped for s, e in sides.items()},
-            extraction={s: {"cached_images": e.cached_images, "computed_images": e.computed_images,
-                            "seconds": round(e.seconds, 3), "dim": int(e.descriptors.shape[1])}
-                        for s, e in sides.items()},
-            search_seconds=time.perf_counter() - start))
-    barrier()
+        item = (row, dataset, sides, source, getattr(net, "zoo_config", {}).get("weights", str(source)))
+        if deferred:
+            pending.append(item)
+        else:
+            results.append(score(*item))
+    results += [score(*item) for item in pending]
     if not is_main:
         return None
     settings = {"data_root": str(data_root), "device": str(dev), "precision": precision, "batch_size": batch_size,

@@ -18,8 +18,9 @@ the shards are gathered on rank 0 (which alone returns the descriptors; other ra
 
 Corrupt images raise :class:`~zoo.errors.InputError` naming the file; with ``skip_corrupt`` they
 are skipped, counted and listed in the result, and their rows are zero vectors (so that database
-and ground-truth indices stay aligned): a zero query retrieves arbitrary items, a zero database
-item is never closer than a unit-norm match. Missing files always raise
+and ground-truth indices stay aligned). A zero database item scores 0 with every query; a zero
+query ties with everything, so the engine passes the skipped queries to protocols that accept
+``skipped_queries``, which count them as misses (``vpr_recall``, ``cross_view_rank``). Missing files always raise
 :class:`~zoo.errors.DatasetError`: they mean a wrong data root, not a damaged image.
 """
 

@@ -86,11 +86,12 @@ def _curve(hit_fn, k_max: int) -> dict[str, list]:
 @register_protocol("vpr_recall")
 def vpr_recall(query_desc: torch.Tensor, db_desc: torch.Tensor, dataset: RetrievalSet,
                k_values: Sequence[int] = VPR_K, metric: str = "l2", backend: str = "auto",
-               device: str | None = None, **_: Any) -> ProtocolResult:
+               device: str | None = None, skipped_queries: Sequence[int] = (), **_: Any) -> ProtocolResult:
     """Recall@K (%) for ``k_values`` with ``dataset.ground_truth`` = one array of positive
     database indices per query; metrics ``R@1``, ``R@5`` ... ``R@25``.
 
     ``metric="l2"`` as the reference (the same order as ``"ip"`` for L2-normalised descriptors).
+    ``skipped_queries`` (unreadable images, see ``--skip-corrupt``) count as misses.
     """
     from zoo.search import knn
 
@@ -101,6 +102,7 @@ def vpr_recall(query_desc: torch.Tensor, db_desc: torch.Tensor, dataset: Retriev
     k_max = min(max(k_values), db_desc.shape[0])
     _, pred = knn(query_desc, db_desc, k_max, metric=metric, backend=backend, device=device)
     correct = correct_matrix(pred.cpu(), gt)
+    correct[list(skipped_queries)] = False
     ks = [k for k in k_values if k <= k_max]
     recalls = recall_at_k(correct, ks)
     hit_at = torch.cumsum(correct.int(), 1) > 0
@@ -115,13 +117,15 @@ def vpr_recall(query_desc: torch.Tensor, db_desc: torch.Tensor, dataset: Retriev
 def cross_view_rank(query_desc: torch.Tensor, db_desc: torch.Tensor, dataset: RetrievalSet,
                     k_values: Sequence[int] = CROSS_VIEW_K, top1_percent_rule: str = "test",
                     topk: int = 10, metric: str = "ip", device: str | None = None,
-                    **_: Any) -> ProtocolResult:
+                    skipped_queries: Sequence[int] = (), **_: Any) -> ProtocolResult:
     """Top-K recall (%) from exact ranks, ``dataset.ground_truth`` = the true database index of each
     query; metrics ``R@1``, ``R@5``, ``R@10`` and ``R@1%``.
 
     Ranks are counted over the whole database with :func:`zoo.search.count_closer` (inner
     product: the order of CVFT's ``2 - 2 cos``), near-ties decided in float64 as the reference's
-    float64 matrix does. ``extra["ranks"]`` holds every query's rank.
+    float64 matrix does. ``extra["ranks"]`` holds every query's rank. ``skipped_queries``
+    (unreadable images, see ``--skip-corrupt``) get the worst rank, ``N``, instead of the 0 that
+    their zero descriptor (tying with everything) would give.
     """
     from zoo.search import count_closer
 
@@ -133,11 +137,14 @@ def cross_view_rank(query_desc: torch.Tensor, db_desc: torch.Tensor, dataset: Re
     k = min(topk, n_db)
     ranks, _, pred = count_closer(query_desc, db_desc, targets, metric, k=k, device=device)
     ranks = ranks.cpu()
+    ranks[list(skipped_queries)] = n_db
     one_percent = top1_percent_threshold(n_db, top1_percent_rule)
     metrics = {f"R@{kv}": rank_recall(ranks, kv) for kv in k_values}
     metrics["R@1%"] = rank_recall(ranks, one_percent)
     k_curve = max(max(k_values), one_percent, 1)
-    return ProtocolResult(metrics=metrics, topk=pred.cpu(), correct=pred.cpu() == targets[:, None],
+    correct = pred.cpu() == targets[:, None]
+    correct[list(skipped_queries)] = False
+    return ProtocolResult(metrics=metrics, topk=pred.cpu(), correct=correct,
                           extra={"ranks": ranks, "top1_percent_k": one_percent,
                                  "top1_percent_rule": top1_percent_rule,
                                  "recall_curve": _curve(lambda kk: rank_recall(ranks, kk), k_curve)})
