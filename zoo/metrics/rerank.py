@@ -36,32 +36,37 @@ def _reciprocal_neighbours(rank: np.ndarray, i: int, k: int) -> np.ndarray:
     return forward[np.where(backward == i)[0]]
 
 
-def _expanded_neighbours(rank: np.ndarray, dist_row: np.ndarray, i: int, k1: int,
-                         beta: float) -> tuple[np.ndarray, np.ndarray]:
-    core = _reciprocal_neighbours(rank, i, k1)
-    expanded = [core]
-    half = int(np.around(k1 / 2.0))
-    for candidate in core:
-        cand = _reciprocal_neighbours(rank, int(candidate), half)
-        if len(np.intersect1d(cand, core)) > 2.0 / 3 * len(cand):
-            expanded.append(cand)
-    members = np.unique(np.concatenate(expanded))
-    return members, np.exp(-dist_row[members] * beta)
-
-
 def _jaccard(dist: np.ndarray, rank: np.ndarray, num_query: int, k1: int, k2: int, beta: float) -> np.ndarray:
     n = dist.shape[0]
+    half = int(np.around(k1 / 2.0))
+    core = [_reciprocal_neighbours(rank, i, k1) for i in range(n)]
+    small = [_reciprocal_neighbours(rank, i, half) for i in range(n)]
+    in_core = np.zeros(n, dtype=bool)
     v = np.zeros((n, n), dtype=np.float32)
     for i in range(n):
-        members, weight = _expanded_neighbours(rank, dist[i], i, k1, beta)
+        # expand by the candidates whose own (k1/2)-reciprocal set lies mostly (> 2/3) in i's set
+        in_core[core[i]] = True
+        expanded = [core[i]] + [small[c] for c in core[i] if in_core[small[c]].sum() > 2.0 / 3 * len(small[c])]
+        in_core[core[i]] = False
+        members = np.unique(np.concatenate(expanded))
+        weight = np.exp(-dist[i, members] * beta)
         v[i, members] = weight / np.sum(weight)
     if k2 != 1:
         # local query expansion: average the encodings of the k2 nearest
         v = np.stack([np.mean(v[rank[i, :k2]], axis=0) for i in range(n)]).astype(np.float32)
+    # The Jaccard overlap of query i with every item c sums min(V[i, k], V[c, k]) over the k where both are
+    # non-zero; walking V's columns (the original's inverted index) keeps the cost to those entries and
+    # adds the terms in the original's order (k ascending), so float32 sums are the same.
+    cols, rows = np.nonzero(v.T)
+    vals = v[rows, cols]
+    starts = np.searchsorted(cols, np.arange(n + 1))
     out = np.zeros((num_query, n), dtype=np.float32)
     for i in range(num_query):
-        nz = np.where(v[i] != 0)[0]
-        overlap = np.minimum(v[i, nz][None, :], v[:, nz]).sum(1, dtype=np.float32)
+        nz = np.flatnonzero(v[i])
+        lengths = starts[nz + 1] - starts[nz]
+        offsets = np.repeat(starts[nz] - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        overlap = np.zeros(n, dtype=np.float32)
+        np.add.at(overlap, rows[offsets], np.minimum(np.repeat(v[i, nz], lengths), vals[offsets]))
         out[i] = 1 - overlap / (2.0 - overlap)
     return out
 
