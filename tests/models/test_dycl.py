@@ -171,3 +171,25 @@ def test_cli_convert_writes_a_loadable_folder(checkpoint, tmp_path: Path) -> Non
     assert len(config["source"]["sha256"]) == 64
     model = zoo.create_model("dycl_resnet", pretrained=str(out))
     assert torch.equal(model.fc.weight, net_state["fc.weight"])
+
+
+def test_imagenet_init_loads_torchvision_resnet50_weights(monkeypatch) -> None:
+    """The 'imagenet' source asks timm for resnet50.tv_in1k (torchvision's IMAGENET1K_V1, which the
+    original loads); the download is replaced by a seeded network here."""
+    import timm
+
+    calls = []
+    real = timm.create_model
+
+    def fake(name, pretrained=False, **kwargs):
+        calls.append((name, pretrained))
+        torch.manual_seed(123)
+        return real("resnet50", pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", fake)
+    model = zoo.create_model("dycl_resnet", pretrained="imagenet")
+    assert ("resnet50.tv_in1k", True) in calls
+    torch.manual_seed(123)
+    expected = real("resnet50", pretrained=False, num_classes=0).state_dict()
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, expected[k]), k
