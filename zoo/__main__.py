@@ -49,11 +49,15 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         default = info.weights.get("default")
         # A default of kind "init" fetches a multi-file release itself (AML: student + whitening + teacher).
-        source = ("our Hub repo" if default.kind == "zoo" else "authors' release") if default else "none published"
+        if default:
+            source = "our Hub repo" if default.kind == "zoo" else "authors' release"
+        else:  # a link in the reason means weights exist but only by hand (e.g. Google Drive)
+            source = "manual download" if "http" in (info.no_weights_reason or "") else "none released"
         variants = list(info.variants)
         full.append({"model": name, "variants": variants, "dim": info.dim(info.variant_kwargs()),
                      "pretrained=True": source, "task": info.task, "licence": info.licence, "paper": info.paper,
-                     "arxiv": info.arxiv, "weight_sources": list(info.weights)})
+                     "arxiv": info.arxiv, "weight_sources": list(info.weights),
+                     "no_weights_reason": info.no_weights_reason})
         shown = ", ".join(variants[:3]) + (f" (+{len(variants) - 3})" if len(variants) > 3 else "")
         rows.append((name, shown, str(info.dim(info.variant_kwargs())), source, _short(info.task, 34),
                      _short(info.licence, 38), f"arXiv:{info.arxiv}" if info.arxiv else _short(info.paper, 30)))
