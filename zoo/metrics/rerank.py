@@ -12,6 +12,9 @@ by each column's maximum over queries and database together, as the original.
 The original caches its distance matrices in the data folder under fixed names, so a second model
 silently reuses the first one's; :func:`cached_rerank_distances` keys its cache by a hash of the
 descriptors themselves (hence of the model weights, transform and images) and of the data set.
+
+Cost, as the original: dense ``(Q + N)^2`` float32 matrices (about 0.6 GB each for DA-Campus's
+~12k drone + satellite images) and a Python loop over every item per level (minutes on CPU).
 """
 
 from __future__ import annotations
