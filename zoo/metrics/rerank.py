@@ -13,8 +13,8 @@ The original caches its distance matrices in the data folder under fixed names, 
 silently reuses the first one's; :func:`cached_rerank_distances` keys its cache by a hash of the
 descriptors themselves (hence of the model weights, transform and images) and of the data set.
 
-Cost, as the original: dense ``(Q + N)^2`` float32 matrices (about 0.6 GB each for DA-Campus's
-~12k drone + satellite images) and a Python loop over every item per level (minutes on CPU).
+Cost, as the original: dense ``(Q + N)^2`` float32 matrices (0.4 GB each for 10k images) and a
+Python loop over every item per level (minutes on CPU for 10k images).
 """
 
 from __future__ import annotations
