@@ -17,7 +17,7 @@ from zoo.metrics.retrieval import (correct_matrix, rank_recall, recall_at_k, top
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "retrieval_reference.npz"
 
 
-def _set(gt, protocol, n_q=0, n_db=0):
+def _set(gt, protocol):
     return RetrievalSet(name="toy", root=Path("."), queries=[], database=[], ground_truth=gt, protocol=protocol)
 
 

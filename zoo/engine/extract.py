@@ -337,9 +337,8 @@ def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transf
 def _assemble_shard(rows: dict[int, torch.Tensor], skipped: dict[int, str], start: int,
                     stop: int) -> tuple[torch.Tensor, torch.Tensor, list]:
     """Rows ``start..stop-1`` as one tensor (zeros for skipped images), popping them from ``rows``."""
-    dim = next((rows[i].shape[0] for i in range(start, stop) if i in rows), None)
-    if dim is None:  # every image of the shard was skipped: its width is fixed at concatenation
-        dim = 0
+    # Width 0 when every image of the shard was skipped: fixed at concatenation.
+    dim = next((rows[i].shape[0] for i in range(start, stop) if i in rows), 0)
     desc = torch.zeros(stop - start, dim)
     valid = torch.zeros(stop - start, dtype=torch.bool)
     for i in range(start, stop):
