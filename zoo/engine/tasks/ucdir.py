@@ -33,6 +33,7 @@ it is not an unsupervised model selection).
 ``cwcon_filterthresh`` (0.2), ``selfentro_temp`` (0.01), ``selfentro_weight`` (1.0),
 ``selfentro_startepoch`` (100), ``distofdist_weight`` (0.5), ``distofdist_startepoch`` (100),
 ``kmeans_niter`` (20), ``kmeans_nredo`` (5), ``kmeans_backend`` (auto), ``image_size`` (224),
+``crop_scale`` ([0.2, 1.0], RandomResizedCrop; only the smoke recipe changes it),
 ``eval_resize`` (256), ``eval_batch_size`` (128), ``prec_k`` ([1, 5, 15]), ``select_epoch`` (last).
 """
 
@@ -77,10 +78,10 @@ class GaussianBlur:
         return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
 
 
-def moco_v2_augmentation(image_size: int = 224) -> T.Compose:
+def moco_v2_augmentation(image_size: int = 224, crop_scale: tuple[float, float] = (0.2, 1.0)) -> T.Compose:
     """MoCo v2 ``aug_plus`` (``loader.TrainDataset``): crop 0.2-1, jitter 0.8, grey 0.2, blur 0.5, flip."""
     return T.Compose([
-        T.RandomResizedCrop(image_size, scale=(0.2, 1.0)),
+        T.RandomResizedCrop(image_size, scale=tuple(crop_scale)),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         T.RandomGrayscale(p=0.2),
         T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.5),
@@ -234,6 +235,7 @@ class UCDIRTask(TrainTask):
         self.kmeans_args = {"niter": int(args.pop("kmeans_niter", 20)), "nredo": int(args.pop("kmeans_nredo", 5)),
                             "backend": str(args.pop("kmeans_backend", "auto"))}
         self.image_size = int(args.pop("image_size", 224))
+        self.crop_scale = tuple(float(v) for v in args.pop("crop_scale", [0.2, 1.0]))
         self.eval_resize = int(args.pop("eval_resize", 256))
         self.eval_batch_size = int(args.pop("eval_batch_size", 128))
         self.prec_k = [int(k) for k in args.pop("prec_k", [1, 5, 15])]
@@ -272,7 +274,7 @@ class UCDIRTask(TrainTask):
         return model.train()
 
     def build_dataset(self) -> Dataset:
-        return TwoDomainPairs(self.domains[0], self.domains[1], moco_v2_augmentation(self.image_size))
+        return TwoDomainPairs(self.domains[0], self.domains[1], moco_v2_augmentation(self.image_size, self.crop_scale))
 
     # -- per epoch ------------------------------------------------------------------
     @torch.no_grad()

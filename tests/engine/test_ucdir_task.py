@@ -1,0 +1,74 @@
+"""The ucdir training task: recipes follow the original scripts; ucdir-smoke trains (clustering included) and the loss falls."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from tests.fixtures.ucdir_data import make_office_home
+from zoo.engine.checkpoint import list_checkpoints, load_checkpoint
+from zoo.engine.recipes import resolve_recipe
+from zoo.engine.tasks.base import DistInfo
+from zoo.engine.tasks.ucdir import UCDIRTask
+from zoo.engine.train import TrainOptions, train
+from zoo.errors import DatasetError
+
+
+def test_recipes_follow_the_original_scripts() -> None:
+    oh = resolve_recipe("ucdir-office-home")
+    dn = resolve_recipe("ucdir-domainnet", ["task_args.domains=[real,painting]"])
+    for r in (oh, dn):
+        assert r["batch_size"] == 64 and r["epochs"] == 200 and r["model"]["pretrained"] == "moco_v2"
+        assert r["optimizer"] == {**r["optimizer"], "name": "sgd", "lr": 2e-4, "momentum": 0.9, "weight_decay": 1e-4}
+        assert r["scheduler"]["name"] == "cosine" and r["scheduler"]["per"] == "epoch"
+        assert r["task_args"]["select_epoch"] == "last"
+    assert oh["task_args"]["num_cluster"] == 65 and oh["task_args"]["cwcon_weightsature"] == 0.5
+    assert (oh["task_args"]["selfentro_temp"], oh["task_args"]["distofdist_weight"]) == (0.01, 0.5)
+    assert dn["task_args"]["domains"] == ["real", "painting"] and dn["task_args"]["num_cluster"] == 7
+    assert (dn["task_args"]["selfentro_temp"], dn["task_args"]["selfentro_weight"]) == (0.1, 0.5)
+    task = UCDIRTask(dn, None, DistInfo())
+    assert task.weights.cwcon_weightsature == 1.0 and task.weights.distofdist_weight == 0.1
+
+
+def test_task_checks_data_and_arguments(tmp_path: Path) -> None:
+    recipe = resolve_recipe("ucdir-smoke")
+    with pytest.raises(DatasetError, match="Product"):
+        UCDIRTask(recipe, tmp_path, DistInfo()).check_data()
+    with pytest.raises(ValueError, match="unknown key.*colour"):
+        UCDIRTask({**recipe, "task_args": {"colour": 1}}, tmp_path, DistInfo())
+    with pytest.raises(ValueError, match="select_epoch"):
+        UCDIRTask({**recipe, "task_args": {"select_epoch": "best"}}, tmp_path, DistInfo())
+
+
+def test_smoke_recipe_trains_clusters_and_the_loss_falls(tmp_path: Path) -> None:
+    data = make_office_home(tmp_path, domains=("Product", "Clipart"), num_classes=3, per_class=2, size=40)
+    recipe = resolve_recipe("ucdir-smoke")
+    start = time.perf_counter()
+    result = train(recipe, TrainOptions(out_dir=tmp_path / "run", data_root=data.parent, device="cpu", progress=False))
+    elapsed = time.perf_counter() - start
+    assert elapsed < 60, f"ucdir-smoke took {elapsed:.1f}s"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r.get("kind") == "train"]
+    assert len(rows) == 30  # one step per epoch
+    # cluster-wise loss from epoch 10, self-entropy and distance-of-distance from epoch 20
+    assert "cwcon_A" not in rows[9] and "cwcon_A" in rows[10] and "selfentropy" not in rows[19]
+    assert all(k in rows[20] for k in ("cwcon_B", "selfentropy", "distofdist"))
+    inst = [(r["inst_A"] + r["inst_B"]) / 2 for r in rows]
+    assert sum(inst[-3:]) / 3 < 0.75 * sum(inst[:3]) / 3, inst
+    total = [r["loss"] for r in rows[20:]]
+    assert sum(total[-3:]) / 3 < sum(total[:3]) / 3, total
+    # the task state (memory banks, clusters) is in the checkpoint for an exact resume
+    state = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["task"]
+    assert [tuple(b.shape) for b in state["banks"]] == [(128, 6), (128, 9)]
+    assert state["clusters"]["centroids"][1][0].shape == (3, 128)
+    torch.testing.assert_close(state["clusters"]["centroids"][0][0].norm(dim=1), torch.ones(3))
+    # the export is the key encoder, loadable as a zoo model
+    model = zoo.create_model("ucdir_moco", pretrained=str(result.export_dir))
+    assert model.arch == "resnet18" and model.zoo_config["descriptor_dim"] == 128
+    key = torch.load(list_checkpoints(tmp_path / "run" / "checkpoints")[-1], weights_only=True)["model"]
+    torch.testing.assert_close(model.encoder.fc[2].weight, key["encoder_k.encoder.fc.2.weight"])
