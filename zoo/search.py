@@ -7,7 +7,7 @@ Both walk the score matrix in blocks of ``query_chunk`` queries x ``db_chunk`` d
 one matrix product per block (numpy's OpenBLAS on CPU, cuBLAS without TF32 on CUDA), then a
 two-stage exact top-k of the block (:func:`_block_topk`) merged into a running top-k, or, for
 :func:`count_closer`, a comparison count. Extra memory is therefore bounded by the block
-(``chunk_bytes``, 256 MiB by default) plus the ``(Q, k)`` result, whatever Q and N are: a
+(``chunk_bytes``, 256 MiB by default, 1 GiB on CUDA) plus the ``(Q, k)`` result, whatever Q and N are: a
 100k x 100k search at 4096-d needs about 0.3 GB besides the descriptors themselves.
 
 Scores follow faiss's conventions so that results are interchangeable:
@@ -39,7 +39,7 @@ import torch
 
 from zoo.errors import InputError
 
-__all__ = ["knn", "count_closer", "choose_backend", "DEFAULT_CHUNK_BYTES"]
+__all__ = ["knn", "count_closer", "choose_backend", "DEFAULT_CHUNK_BYTES", "CUDA_CHUNK_BYTES"]
 
 Metric = Literal["ip", "l2"]
 Backend = Literal["auto", "torch", "faiss"]
@@ -47,6 +47,9 @@ Backend = Literal["auto", "torch", "faiss"]
 #: Bytes of one score block (query_chunk x db_chunk scores). 256 MiB keeps blocks large enough
 #: for BLAS to run at full speed and the working set far below the 2 GB budget of issue 4.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
+#: On CUDA: larger blocks mean fewer passes of the queries from host memory when the descriptors
+#: live on the CPU (one pass per database block), and GPU memory is rarely the limit.
+CUDA_CHUNK_BYTES = 2**30
 #: Above this k (on CPU), faiss's heap selection is faster than torch.topk (see module doc).
 FAISS_MIN_K = 100
 
@@ -204,7 +207,7 @@ def _full_precision_matmul(device: torch.device) -> Iterator[None]:
 
 @torch.no_grad()
 def _scan(q: torch.Tensor, d: torch.Tensor, metric: str, device: torch.device, dtype: torch.dtype,
-          chunk_bytes: int, query_chunk: int | None, db_chunk: int | None, k: int = 0,
+          chunk_bytes: int | None, query_chunk: int | None, db_chunk: int | None, k: int = 0,
           targets: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """One blocked pass over the score matrix computing the top-``k`` and/or, given
     ``targets``, the number of items strictly closer than each query's target.
@@ -217,10 +220,12 @@ def _scan(q: torch.Tensor, d: torch.Tensor, metric: str, device: torch.device, d
 
 
 def _scan_blocks(q: torch.Tensor, d: torch.Tensor, metric: str, device: torch.device, dtype: torch.dtype,
-                 chunk_bytes: int, query_chunk: int | None, db_chunk: int | None, k: int,
+                 chunk_bytes: int | None, query_chunk: int | None, db_chunk: int | None, k: int,
                  targets: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     n_q, n_db, dim = q.shape[0], d.shape[0], q.shape[1]
     elem = torch.finfo(dtype).bits // 8
+    if chunk_bytes is None:
+        chunk_bytes = CUDA_CHUNK_BYTES if device.type == "cuda" else DEFAULT_CHUNK_BYTES
     qc, dc = _chunks(n_q, n_db, dim, chunk_bytes, elem, query_chunk, db_chunk)
     q_starts = range(0, n_q, qc)
     buf = _Buffer(qc, dc, dtype, device)
@@ -288,7 +293,7 @@ def _query_chunk(q: torch.Tensor, start: int, qc: int, device: torch.device, dty
 
 def knn(queries: torch.Tensor | np.ndarray, database: torch.Tensor | np.ndarray, k: int,
         metric: Metric = "ip", *, backend: Backend = "auto", device: str | torch.device | None = None,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES, query_chunk: int | None = None,
+        chunk_bytes: int | None = None, query_chunk: int | None = None,
         db_chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-``k`` database items for every query.
 
@@ -300,7 +305,8 @@ def knn(queries: torch.Tensor | np.ndarray, database: torch.Tensor | np.ndarray,
         backend: ``"torch"``, ``"faiss"`` or ``"auto"`` (see the module docstring).
         device: where to compute (default: the queries' device). Blocks are moved there, so
             CPU descriptors can be searched on a GPU without copying them all at once.
-        chunk_bytes: size of one score block; the bound on extra memory.
+        chunk_bytes: size of one score block plus one converted database block: the bound on
+            extra memory (default :data:`DEFAULT_CHUNK_BYTES`, :data:`CUDA_CHUNK_BYTES` on CUDA).
         query_chunk, db_chunk: explicit block shape (overrides ``chunk_bytes``).
 
     Returns:
@@ -382,7 +388,7 @@ def _check_targets(targets, n_q: int, n_db: int) -> torch.Tensor:
 def count_closer(queries: torch.Tensor | np.ndarray, database: torch.Tensor | np.ndarray,
                  targets: torch.Tensor | np.ndarray | list[int], metric: Metric = "ip", *,
                  k: int = 0, device: str | torch.device | None = None,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, query_chunk: int | None = None,
+                 chunk_bytes: int | None = None, query_chunk: int | None = None,
                  db_chunk: int | None = None):
     """For each query ``i``, the number of database items *strictly* closer to it than
     ``database[targets[i]]`` (its 0-based rank when ties are resolved in its favour).
