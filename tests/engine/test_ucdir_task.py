@@ -72,3 +72,20 @@ def test_smoke_recipe_trains_clusters_and_the_loss_falls(tmp_path: Path) -> None
     assert model.arch == "resnet18" and model.zoo_config["descriptor_dim"] == 128
     key = torch.load(list_checkpoints(tmp_path / "run" / "checkpoints")[-1], weights_only=True)["model"]
     torch.testing.assert_close(model.encoder.fc[2].weight, key["encoder_k.encoder.fc.2.weight"])
+
+
+def test_best_on_labels_exports_the_original_choice(tmp_path: Path) -> None:
+    """select_epoch=best_on_labels: P@K of both directions after every epoch, the best epoch's key encoder exported."""
+    data = make_office_home(tmp_path, domains=("Product", "Clipart"), num_classes=3, per_class=2, size=40)
+    recipe = resolve_recipe("ucdir-smoke", ["epochs=3", "task_args.select_epoch=best_on_labels",
+                                            "task_args.cluster_start_epoch=2", "task_args.cwcon_startepoch=2",
+                                            "task_args.selfentro_startepoch=3", "task_args.distofdist_startepoch=3"])
+    result = train(recipe, TrainOptions(out_dir=tmp_path / "run", data_root=data.parent, device="cpu", progress=False))
+    state = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["task"]["best"]
+    assert [h["epoch"] for h in state["history"]] == [0, 1, 2]
+    scores = [(h["A->B P@1"] + h["B->A P@1"]) / 2 for h in state["history"]]
+    assert state["epoch"] == scores.index(max(scores))  # first best, as main.py's strict comparison
+    config = json.loads((result.export_dir / "config.json").read_text())
+    assert f"epoch {state['epoch']}" in config["selection"] and "labels" in config["selection"]
+    model = zoo.create_model("ucdir_moco", pretrained=str(result.export_dir))
+    torch.testing.assert_close(model.encoder.conv1.weight, state["encoder_k"]["encoder.conv1.weight"])
