@@ -225,3 +225,10 @@ def test_table_schema_errors(tmp_path):
     good.write_text(TABLE)
     with pytest.raises(DatasetError, match="no such folder"):
         evaluate_table(load_table(good), tmp_path / "none", write=False)
+    (tmp_path / "tiny").mkdir()
+    bad.write_text(TABLE.replace("protocol: vpr_recall", "protocol: vpr_recal"))
+    with pytest.raises(KeyError, match="unknown evaluation protocol 'vpr_recal'"):
+        evaluate_table(load_table(bad), tmp_path, write=False)
+    bad.write_text(TABLE.replace("dataset: tiny_eval\n", "dataset: tiny_evl\n"))
+    with pytest.raises(DatasetError, match="unknown eval data set 'tiny_evl'; did you mean tiny_eval"):
+        evaluate_table(load_table(bad), tmp_path, write=False)

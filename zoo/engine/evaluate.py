@@ -234,6 +234,18 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
         raise DatasetError(f"table {table.name}: data folder(s) not found: {', '.join(missing)}. "
                            "Put the data sets there, or pick rows whose data is present with --rows "
                            "(python eval/reproduce.py --list --data-root ... shows which).")
+    # Fail on a misspelt model, data set or protocol before extracting anything.
+    from zoo.data.base import eval_dataset_names
+    from zoo.registry import get_model_info
+    known_sets = eval_dataset_names()
+    for r in selected:
+        get_model_info(r.model)
+        get_protocol(r.protocol)
+        if r.dataset not in known_sets:
+            close = difflib.get_close_matches(r.dataset, known_sets, n=3)
+            raise DatasetError(f"row {r.label!r}: unknown eval data set {r.dataset!r}"
+                               + (f"; did you mean {', '.join(close)}?" if close else "")
+                               + f" Known: {', '.join(known_sets)}")
     dist_info = init_distributed(device)
     dev = dist_info.device
     autocast_dtype(precision, dev)  # fail on a bad precision before loading anything
