@@ -23,8 +23,9 @@ def test_reproduce_salad_table_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for name in ("msls_val", "msls_challenge", "nordland", "sped", "pitts250k_test"):
         make_vpr_lists(data, name, num_places=3)
-    # A 1-block model exported in the zoo format stands in for the released weights (every row uses it).
-    model = zoo.create_model("dinov2_salad.512_32", pretrained=False, depth=1, num_trainable_blocks=1)
+    # A 1-block model of the variant the rows ask for, exported in the zoo format, stands in for the released
+    # weights (weights of another variant are refused: a row must not report numbers of a different model).
+    model = zoo.create_model("dinov2_salad.8192_256", pretrained=False, depth=1, num_trainable_blocks=1)
     from zoo.export import export_pretrained
     weights = export_pretrained(model, tmp_path / "weights", card=False)
     out = tmp_path / "out"
