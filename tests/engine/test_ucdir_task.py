@@ -89,3 +89,34 @@ def test_best_on_labels_exports_the_original_choice(tmp_path: Path) -> None:
     assert f"epoch {state['epoch']}" in config["selection"] and "labels" in config["selection"]
     model = zoo.create_model("ucdir_moco", pretrained=str(result.export_dir))
     torch.testing.assert_close(model.encoder.conv1.weight, state["encoder_k"]["encoder.conv1.weight"])
+
+
+def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from zoo.engine.tasks.ucdir import UCDIRModel, _all_gather_cat
+    from zoo.models.ucdir import UCDIRNet
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = UCDIRModel(UCDIRNet("resnet18", 128), key_bn_splits=1)
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    mine = images[rank * 4:(rank + 1) * 4]
+    torch.manual_seed(rank)  # the permutation must come from rank 0 alone
+    model.encoder_k.eval()   # batch-independent keys: the shuffle and unshuffle must be invisible
+    keys = model.shuffled_keys(mine)
+    direct = model.encoder_k(mine)
+    model.encoder_k.train()  # train mode: every rank normalises its own shuffled share
+    train_keys = _all_gather_cat(model.shuffled_keys(mine))
+    torch.save({"keys": keys, "direct": direct, "train_keys": train_keys}, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_shuffle_gives_each_rank_its_own_keys(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path}/init", str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
+    for r in (r0, r1):
+        torch.testing.assert_close(r["keys"], r["direct"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(r0["train_keys"], r1["train_keys"])  # all ranks agree on every key
