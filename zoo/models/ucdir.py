@@ -89,12 +89,17 @@ def ucdir_moco(arch: str = "resnet50", dim: int = 128, bn_splits: int = 1) -> UC
     return UCDIRNet(arch, dim, bn_splits)
 
 
-def ucdir_transforms(**_: Any) -> tuple[Callable, Callable]:
-    """Both domains: shorter side to 256 (PIL bilinear), centre-crop 224, ImageNet mean/std (``EvalDataset``)."""
+def eval_transform(resize: int = 256, crop: int = 224) -> Callable:
+    """``loader.EvalDataset``: shorter side to ``resize`` (PIL bilinear), centre crop, ImageNet mean/std."""
     from torchvision import transforms as T
 
-    tf = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224),
-                    T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(crop),
+                      T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def ucdir_transforms(**_: Any) -> tuple[Callable, Callable]:
+    """Both domains alike: :func:`eval_transform` at 256 / 224, as the original evaluates."""
+    tf = eval_transform()
     return tf, tf
 
 

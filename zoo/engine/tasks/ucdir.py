@@ -63,7 +63,7 @@ from zoo.kmeans import kmeans
 from zoo.layers.norm import l2n
 from zoo.layers.split_bn import set_bn_splits
 from zoo.losses.ucdir import UCDIRLossWeights, ucdir_loss
-from zoo.models.ucdir import IMAGENET_MEAN, IMAGENET_STD, UCDIRNet
+from zoo.models.ucdir import IMAGENET_MEAN, IMAGENET_STD, UCDIRNet, eval_transform
 
 log = logging.getLogger("zoo.train.ucdir")
 
@@ -89,11 +89,6 @@ def moco_v2_augmentation(image_size: int = 224, crop_scale: tuple[float, float] 
         T.ToTensor(),
         T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
-
-
-def eval_transform(resize: int = 256, crop: int = 224) -> T.Compose:
-    """``loader.EvalDataset``: shorter side to ``resize``, centre crop, ImageNet mean/std (= ``ucdir_moco``'s transform)."""
-    return T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def read_domain(dataset: str, root: Path, domain: str, split: str | None) -> Domain:
