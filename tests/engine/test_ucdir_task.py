@@ -120,3 +120,24 @@ def test_ddp_shuffle_gives_each_rank_its_own_keys(tmp_path: Path) -> None:
     for r in (r0, r1):
         torch.testing.assert_close(r["keys"], r["direct"], atol=1e-5, rtol=0)
     torch.testing.assert_close(r0["train_keys"], r1["train_keys"])  # all ranks agree on every key
+
+
+def test_interrupted_run_resumes_exactly(tmp_path: Path) -> None:
+    """Banks and clusters travel in the checkpoint: a run cut mid-epoch after clustering started resumes bitwise
+    (on_epoch_start is not re-run mid-epoch, so without the task state the resumed step would fail)."""
+    data = make_office_home(tmp_path, domains=("Product", "Clipart"), num_classes=3, per_class=2, size=40)
+    recipe = resolve_recipe("ucdir-smoke", ["epochs=4", "batch_size=3", "checkpoint_every=1",
+                                            "task_args.cluster_start_epoch=2", "task_args.cwcon_startepoch=2",
+                                            "task_args.cwcon_satureepoch=3", "task_args.selfentro_startepoch=3",
+                                            "task_args.distofdist_startepoch=3"])
+    whole = train(recipe, TrainOptions(out_dir=tmp_path / "a", data_root=data.parent, device="cpu", progress=False))
+    stopped = train(recipe, TrainOptions(out_dir=tmp_path / "b", data_root=data.parent, device="cpu", progress=False,
+                                         stop_after_steps=11))
+    assert stopped.interrupted
+    last = load_checkpoint(list_checkpoints(tmp_path / "b" / "checkpoints")[-1])
+    assert (last["epoch"], last["step_in_epoch"]) == (3, 1)
+    resumed = train(recipe, TrainOptions(out_dir=tmp_path / "b", data_root=data.parent, device="cpu", progress=False,
+                                         resume=True))
+    a = zoo.create_model("ucdir_moco", pretrained=str(whole.export_dir)).state_dict()
+    b = zoo.create_model("ucdir_moco", pretrained=str(resumed.export_dir)).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
