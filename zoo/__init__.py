@@ -46,25 +46,21 @@ def create_model(name: str, pretrained: bool | str = True, variant: str | None =
         L2-normalised ``(B, D)`` descriptors. Its ``zoo_config`` attribute records architecture,
         variant and weight source (what ``export`` writes to config.json).
     """
-    from zoo.errors import StateDictMismatchError
     from zoo.hub import load_state_dict_strict, resolve_weights
 
     info = get_model_info(name)
     tag, variant_kwargs = _variant_from(name, variant, kwargs)
     resolved = resolve_weights(info, pretrained)
     if resolved is not None and resolved.config and resolved.config.get("variant"):
-        # Converted weights carry the variant read from their tensor shapes. When the caller
-        # asked for a variant, the weights must be of that variant: never swap it silently.
-        stored = resolved.config["variant"]
-        asked = split_name(name)[1] or variant
-        if asked and any(k in variant_kwargs and variant_kwargs[k] != v for k, v in stored.items()):
-            differing = ", ".join(f"{k}={v!r} (asked {variant_kwargs[k]!r})" for k, v in stored.items()
-                                  if k in variant_kwargs and variant_kwargs[k] != v)
-            raise StateDictMismatchError(
-                f"{resolved.description} holds {info.name} variant "
-                f"{resolved.config.get('variant_tag') or stored}, not the requested {asked!r}: {differing}")
-        variant_kwargs = {**variant_kwargs, **stored, **kwargs}
-        tag = resolved.config.get("variant_tag", tag)
+        # Converted weights carry the variant they were made with (read from tensor shapes, or
+        # recorded at export, e.g. a smoke model's depth). What the caller named explicitly (a
+        # ``.variant`` tag, ``variant=`` or keyword arguments) wins and is never swapped silently:
+        # weights that do not fit it fail the strict load below, listing the keys.
+        asked = set(kwargs) | (set(variant_kwargs) if (split_name(name)[1] or variant) else set())
+        stored = {k: v for k, v in resolved.config["variant"].items() if k not in asked}
+        variant_kwargs = {**variant_kwargs, **stored}
+        if not asked:
+            tag = resolved.config.get("variant_tag", tag)
     model = info.builder(**variant_kwargs)
     source = "random initialisation"
     if resolved is not None:

@@ -283,7 +283,8 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
             built = (key, net, weights_hash(net))
         _, net, w_hash = built
         dataset = build_eval_dataset(row.dataset, data_root / row.data_subdir, **row.dataset_args)
-        q_tf, d_tf = zoo.get_transforms(row.model, **row.model_args)
+        # The transforms of the variant actually built (converted weights carry their own, e.g. input sizes).
+        q_tf, d_tf = zoo.get_transforms(row.model, **net.zoo_config["variant"])
         sides = {}
         for side, records, tf in (("query", dataset.queries, q_tf), ("database", dataset.database, d_tf)):
             cache = None
