@@ -236,7 +236,10 @@ class AMLTask(TrainTask):
         n_neg = cands.shape[1] - (2 if self.mode == "ts_self" else 1)
         labels = tuple_labels(len(batch), n_neg, extra_positive=self.mode == "ts_self", device=queries.device)
         loss = contrastive_loss(queries, cands.to(queries.dtype), labels, margin=self.margin)
-        return loss, {}
+        # The original sums the contrastive loss over every tuple of its (single-process) batch. The
+        # engine divides by accumulation steps and DDP averages over ranks; scaling by both keeps the
+        # gradient that of the sum over the global batch, whatever the number of processes.
+        return loss * self.dist.world_size * self.recipe.get("grad_accum_steps", 1), {}
 
     # -- resumable state --
     def state_dict(self) -> dict[str, Any]:
