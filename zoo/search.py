@@ -229,6 +229,7 @@ def _scan_blocks(q: torch.Tensor, d: torch.Tensor, metric: str, device: torch.de
     qc, dc = _chunks(n_q, n_db, dim, chunk_bytes, elem, query_chunk, db_chunk)
     q_starts = range(0, n_q, qc)
     buf = _Buffer(qc, dc, dtype, device)
+    double_buf = _Buffer(dc, dim, dtype, device) if metric == "l2" else None
     tops = [_TopK(k) for _ in q_starts] if k else None
     counts = torch.zeros(n_q, dtype=torch.long, device=device) if targets is not None else None
     if targets is not None:
@@ -242,8 +243,8 @@ def _scan_blocks(q: torch.Tensor, d: torch.Tensor, metric: str, device: torch.de
         block = d[start:start + dc].to(device=device, dtype=dtype)
         sqnorm = None
         if metric == "l2":
-            sqnorm = block.pow(2).sum(1)
-            block = block * 2
+            sqnorm = torch.einsum("ij,ij->i", block, block)
+            block = torch.mul(block, 2, out=double_buf.view(*block.shape))
         for c, q_start in enumerate(q_starts):
             qb = _query_chunk(q, q_start, qc, device, dtype)
             s = _scores_into(qb, block, sqnorm, buf.view(qb.shape[0], block.shape[0]))
