@@ -44,8 +44,9 @@ __all__ = ["knn", "count_closer", "choose_backend", "DEFAULT_CHUNK_BYTES", "CUDA
 Metric = Literal["ip", "l2"]
 Backend = Literal["auto", "torch", "faiss"]
 
-#: Bytes of one score block (query_chunk x db_chunk scores). 256 MiB keeps blocks large enough
-#: for BLAS to run at full speed and the working set far below the 2 GB budget of issue 4.
+#: Bytes of one score block (query_chunk x db_chunk scores) plus one database block converted for
+#: the search (device, dtype, or doubled for l2). 256 MiB keeps blocks large enough for BLAS to run
+#: at full speed and the working set far below the 2 GB budget of issue 4.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 #: On CUDA: larger blocks mean fewer passes of the queries from host memory when the descriptors
 #: live on the CPU (one pass per database block), and GPU memory is rarely the limit.
