@@ -257,7 +257,12 @@ register_model(ModelInfo(
     licence="unspecified: the authors' repository and weights carry no licence",
     code_licence="none (no licence file in YujiaoShi/cross_view_localization_CVFT)",
     original_code="https://github.com/YujiaoShi/cross_view_localization_CVFT",
-    citation="Shi, Yu, Liu, Zhang, Li. Optimal Feature Transport for Cross-View Image Geo-Localization. AAAI 2020.",
+    # The authors' BibTeX (their README), which cites the arXiv version of the AAAI 2020 paper.
+    citation=("@inproceedings{shi2019optimal,\n"
+              "  title={Optimal Feature Transport for Cross-View Image Geo-Localization},\n"
+              "  author={Shi, Yujiao and Yu, Xin and Liu, Liu and Zhang, Tong and Li, Hongdong},\n"
+              "  booktitle={arXiv preprint arXiv:1907.05021},\n"
+              "  year={2019}\n}"),
     descriptor_dim=descriptor_dim,
     variants={"vgg16": {}},
     transforms=cvft_transforms,
