@@ -17,10 +17,8 @@ the original (images differ in size).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,22 +28,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 import zoo  # noqa: E402
-
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def measure(fn, x: torch.Tensor, iters: int, warmup: int, device: torch.device) -> float:
-    """Images per second of ``fn(x)`` (median-free: total time over ``iters`` after ``warmup``)."""
-    for _ in range(warmup):
-        fn(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return iters * x.shape[0] / (time.perf_counter() - start)
+from bench._timing import DTYPES, autocast, check_precision, seconds_per_call  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -53,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--student", default="mobilenet_v2", choices=["mobilenet_v2", "efficientnet_b3"])
     p.add_argument("--teacher", default="resnet101", choices=["resnet101", "vgg16"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--precision", default="fp32", choices=list(_DTYPES))
+    p.add_argument("--precision", default="fp32", choices=list(DTYPES))
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--size", type=int, nargs=2, default=(1024, 768), metavar=("W", "H"))
     p.add_argument("--multiscale", action="store_true", help="scales 1, 1/sqrt(2), 1/2 (as the published numbers)")
@@ -64,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
+    check_precision(p, device, args.precision)
     short = {"mobilenet_v2": "mobilenetv2", "efficientnet_b3": "efficientnetb3"}[args.student]
     model = zoo.create_model(f"aml_student.{short}_{args.teacher}_asym", pretrained=False,
                              multiscale=args.multiscale).to(device).eval()
@@ -71,13 +55,10 @@ def main(argv: list[str] | None = None) -> dict:
     model = model.to(memory_format=fmt)
     w, h = args.size
     x = torch.randn(args.batch_size, 3, h, w, device=device).to(memory_format=fmt)
-    dtype = _DTYPES[args.precision]
-    if dtype is torch.float16 and device.type != "cuda":
-        p.error("--precision fp16 needs --device cuda")
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
-        student = measure(model.encode_query, x, args.iters, args.warmup, device)
-        teacher = measure(model.encode_database, x, args.iters, args.warmup, device)
+    with torch.inference_mode(), autocast(device, args.precision):
+        student_s, _ = seconds_per_call(lambda: model.encode_query(x), args.iters, args.warmup, device)
+        teacher_s, _ = seconds_per_call(lambda: model.encode_database(x), args.iters, args.warmup, device)
+    student, teacher = args.batch_size / student_s, args.batch_size / teacher_s
     result = {"student": args.student, "teacher": args.teacher, "device": str(device),
               "precision": args.precision, "batch_size": args.batch_size, "size": [w, h],
               "multiscale": args.multiscale, "channels_last": args.channels_last,

@@ -15,10 +15,8 @@ Weights are random (pretrained=False): speed does not depend on them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,31 +26,22 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 import zoo  # noqa: E402
-
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from bench._timing import DTYPES, autocast, check_precision, seconds_per_call  # noqa: E402
 
 
 def run_pairs(model: torch.nn.Module, ground: torch.Tensor, aerial: torch.Tensor, iters: int, warmup: int,
-              dtype: torch.dtype | None, device: torch.device) -> tuple[float, torch.Tensor, torch.Tensor]:
+              precision: str, device: torch.device) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Pairs per second of ``encode_query(ground)`` + ``encode_database(aerial)``, and the last descriptors."""
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
-        for _ in range(warmup):
-            model.encode_query(ground), model.encode_database(aerial)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(iters):
-            g, a = model.encode_query(ground), model.encode_database(aerial)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return iters * ground.shape[0] / (time.perf_counter() - start), g.float(), a.float()
+    with torch.inference_mode(), autocast(device, precision):
+        seconds, (g, a) = seconds_per_call(lambda: (model.encode_query(ground), model.encode_database(aerial)),
+                                           iters, warmup, device)
+    return ground.shape[0] / seconds, g.float(), a.float()
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--precision", default="fp32", choices=list(_DTYPES), help="autocast dtype of the measured setting")
+    p.add_argument("--precision", default="fp32", choices=list(DTYPES), help="autocast dtype of the measured setting")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on GPU)")
     p.add_argument("--batch-size", type=int, default=1, help="pairs per forward")
     p.add_argument("--iters", type=int, default=5)
@@ -62,20 +51,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
-    dtype = _DTYPES[args.precision]
-    if dtype is torch.float16 and device.type != "cuda":
-        p.error("--precision fp16 needs --device cuda")
+    check_precision(p, device, args.precision)
     torch.manual_seed(args.seed)
     model = zoo.create_model("cvft_vgg", pretrained=False).to(device).eval()
     # Caffe-mean-subtracted BGR pixels span about -125..150
     ground = torch.empty(args.batch_size, 3, 112, 616, device=device).uniform_(-120, 130)
     aerial = torch.empty(args.batch_size, 3, 256, 256, device=device).uniform_(-120, 130)
 
-    base_rate, base_g, base_a = run_pairs(model, ground, aerial, args.iters, args.warmup, None, device)
+    base_rate, base_g, base_a = run_pairs(model, ground, aerial, args.iters, args.warmup, "fp32", device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
         ground, aerial = ground.to(memory_format=torch.channels_last), aerial.to(memory_format=torch.channels_last)
-    rate, g, a = run_pairs(model, ground, aerial, args.iters, args.warmup, dtype, device)
+    rate, g, a = run_pairs(model, ground, aerial, args.iters, args.warmup, args.precision, device)
     diff = max(float((g - base_g).abs().max()), float((a - base_a).abs().max()))
     setting = args.precision + (", channels_last" if args.channels_last else "")
     result = {"device": str(device), "batch_size": args.batch_size, "setting": setting,

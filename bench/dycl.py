@@ -16,10 +16,8 @@ Weights are random (pretrained=False): speed does not depend on them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,29 +27,13 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 import zoo  # noqa: E402
-
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def measure(fn, x: torch.Tensor, iters: int, warmup: int, device: torch.device) -> tuple[float, torch.Tensor]:
-    """``(images per second, last output)`` of ``fn(x)`` over ``iters`` calls after ``warmup``."""
-    out = None
-    for _ in range(warmup):
-        out = fn(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        out = fn(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return iters * x.shape[0] / (time.perf_counter() - start), out
+from bench._timing import DTYPES, autocast, check_precision, seconds_per_call  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--precision", default="fp32", choices=list(_DTYPES), help="autocast dtype of the measured run")
+    p.add_argument("--precision", default="fp32", choices=list(DTYPES), help="autocast dtype of the measured run")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--size", type=int, default=224, help="square input side (the evaluation crop is 224)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on GPU)")
@@ -61,20 +43,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
-    dtype = _DTYPES[args.precision]
-    if dtype is torch.float16 and device.type != "cuda":
-        p.error("--precision fp16 needs --device cuda")
+    check_precision(p, device, args.precision)
     torch.manual_seed(0)
     model = zoo.create_model("dycl_resnet", pretrained=False).to(device).eval()
     x = torch.randn(args.batch_size, 3, args.size, args.size, device=device)
     with torch.inference_mode():
-        base, base_out = measure(model, x, args.iters, args.warmup, device)
+        base_s, base_out = seconds_per_call(lambda: model(x), args.iters, args.warmup, device)
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format
         model = model.to(memory_format=fmt)
         xf = x.to(memory_format=fmt)
-        autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-        with autocast:
-            fast, fast_out = measure(model, xf, args.iters, args.warmup, device)
+        with autocast(device, args.precision):
+            fast_s, fast_out = seconds_per_call(lambda: model(xf), args.iters, args.warmup, device)
+    base, fast = args.batch_size / base_s, args.batch_size / fast_s
     diff = (fast_out.float() - base_out.float()).abs().max().item()
     result = {"model": "dycl_resnet", "device": str(device), "batch_size": args.batch_size, "size": args.size,
               "fp32_images_per_s": round(base, 3), "precision": args.precision, "channels_last": args.channels_last,

@@ -19,7 +19,6 @@ kernels on CUDA.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -33,8 +32,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 import zoo  # noqa: E402
-
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from bench._timing import DTYPES, autocast, synchronize  # noqa: E402
 
 
 def build_original(salad_dir: Path, dinov2_dir: Path, num_clusters: int, cluster_dim: int, token_dim: int) -> torch.nn.Module:
@@ -78,17 +76,16 @@ def time_forward(fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torc
     The functions are timed in alternation (one call of each per round), so that load from
     other processes or clock changes affect them alike.
     """
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for fn in fns.values():
         for _ in range(warmup):
             fn(x)
-    sync()
+    synchronize(device)
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(iters):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn(x)
-            sync()
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
     return {name: x.shape[0] / sorted(t)[len(t) // 2] for name, t in times.items()}
 
@@ -97,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--precision", choices=tuple(_DTYPES), help="default: fp32 on CPU, bf16 on CUDA")
+    parser.add_argument("--precision", choices=tuple(DTYPES), help="default: fp32 on CPU, bf16 on CUDA")
     parser.add_argument("--variant", default="8192_256", choices=("8192_256", "2048_64", "512_32"))
     parser.add_argument("--image-size", type=int, default=322, help="square input side (multiple of 14)")
     parser.add_argument("--batch-size", type=int, help="default: 4 on CPU, 64 on CUDA")
@@ -122,12 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     ours = zoo.create_model("dinov2_salad", pretrained=False, variant=args.variant).to(device).eval()
     x = torch.randn(batch, 3, args.image_size, args.image_size, device=device)
-    dtype = _DTYPES[precision]
 
     def run(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         def fn(inp: torch.Tensor) -> torch.Tensor:
-            ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-            with torch.inference_mode(), ctx:
+            with torch.inference_mode(), autocast(device, precision):
                 return model(inp)
         return fn
 

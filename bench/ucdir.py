@@ -20,12 +20,9 @@ and ``--clusters`` k-means centroids per domain (65 = Office-Home).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -34,34 +31,16 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 import zoo  # noqa: E402
+from bench._timing import DTYPES, autocast, check_precision, seconds_per_call  # noqa: E402
 from zoo.engine.tasks.ucdir import UCDIRModel, ucdir_step  # noqa: E402
 from zoo.layers.norm import l2n  # noqa: E402
 from zoo.losses.ucdir import UCDIRLossWeights  # noqa: E402
-
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], None], iters: int, warmup: int, device: torch.device) -> float:
-    """Seconds per call of ``fn`` (total over ``iters`` calls after ``warmup``)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / iters
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    p.add_argument("--precision", default="fp32", choices=list(_DTYPES), help="autocast dtype (fp16 needs CUDA)")
+    p.add_argument("--precision", default="fp32", choices=list(DTYPES), help="autocast dtype (fp16 needs CUDA)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on GPU)")
     p.add_argument("--arch", default="resnet50", choices=["resnet18", "resnet34", "resnet50", "resnet101"])
     p.add_argument("--size", type=int, default=224, help="input side (eval crop and training crop: 224)")
@@ -75,20 +54,15 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
-    if args.precision == "fp16" and args.device != "cuda":
-        p.error("--precision fp16 needs --device cuda")
     device = torch.device(args.device)
-    dtype = _DTYPES[args.precision]
+    check_precision(p, device, args.precision)
     torch.manual_seed(0)
-
-    def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
     # -- inference: the retrieval encoder -----------------------------------------------------
     net = zoo.create_model("ucdir_moco", pretrained=False, arch=args.arch).to(device).eval()
     x = torch.randn(args.batch_size, 3, args.size, args.size, device=device)
     with torch.no_grad():
-        base = args.batch_size / timed(lambda: net(x), args.iters, args.warmup, device)
+        base = args.batch_size / seconds_per_call(lambda: net(x), args.iters, args.warmup, device)[0]
         fast_net, fast_x = net, x
         if args.channels_last:
             fast_net = zoo.create_model("ucdir_moco", pretrained=False, arch=args.arch).to(device).eval()
@@ -97,9 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
             fast_x = x.contiguous(memory_format=torch.channels_last)
 
         def fast() -> None:
-            with autocast():
+            with autocast(device, args.precision):
                 fast_net(fast_x)
-        tuned = args.batch_size / timed(fast, args.iters, args.warmup, device)
+        tuned = args.batch_size / seconds_per_call(fast, args.iters, args.warmup, device)[0]
 
     # -- training: one optimiser step ---------------------------------------------------------
     model = UCDIRModel(zoo.create_model("ucdir_moco", pretrained=False, arch=args.arch), 0.999, 2).to(device).train()
@@ -117,12 +91,12 @@ def main(argv: list[str] | None = None) -> dict:
     weights = UCDIRLossWeights()
 
     def step() -> None:
-        with autocast():
+        with autocast(device, args.precision):
             loss, _ = ucdir_step(model, batch, banks, clusters, 150, weights)  # every loss on
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    seconds = timed(step, args.iters, args.warmup, device)
+    seconds, _ = seconds_per_call(step, args.iters, args.warmup, device)
     train_ips = 4 * b / seconds
 
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
