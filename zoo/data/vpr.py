@@ -114,6 +114,14 @@ def _read_utm(name: str, root: Path, split: str, threshold: float) -> RetrievalS
                         {"layout": "utm", "threshold_m": threshold, "k_values": list(K_VALUES)})
 
 
+def _read_lists(name: str, root: Path, where: Path, files: Sequence[str]) -> RetrievalSet:
+    """The ``lists`` layout with three files in ``where``: database images, query images, positives per query."""
+    db, queries = load_npy(where / files[0]), load_npy(where / files[1])
+    gt = _as_positives(load_npy(where / files[2]), len(queries), where / files[2])
+    return RetrievalSet(name, root, _records(root, queries), _records(root, db), gt, "vpr_recall",
+                        {"layout": "lists", "lists_dir": str(where), "k_values": list(K_VALUES)})
+
+
 def _no_layout(name: str, root: Path, expected: Sequence[str]) -> DatasetError:
     return DatasetError(f"{name}: no known layout under {root}; expected one of: " + "; ".join(expected))
 
@@ -176,10 +184,7 @@ def read_nordland(root: Path, layout: str = "auto", lists_dir: str | None = None
     files = ["Nordland_dbImages.npy", "Nordland_qImages.npy", "Nordland_gt.npy"]
     where = _find_lists(root, files, lists_dir, "Nordland") if layout in ("auto", "lists") else None
     if where is not None:
-        db, queries = load_npy(where / files[0]), load_npy(where / files[1])
-        gt = _as_positives(load_npy(where / files[2]), len(queries), where / files[2])
-        return RetrievalSet("nordland", root, _records(root, queries), _records(root, db), gt, "vpr_recall",
-                            {"layout": "lists", "lists_dir": str(where), "k_values": list(K_VALUES)})
+        return _read_lists("nordland", root, where, files)
     if layout in ("auto", "utm") and _utm_split(root, "test") is not None:
         return _read_utm("nordland", root, "test", threshold)
     raise _no_layout("nordland", root, [f"{', '.join(files)} (in root, root/datasets/Nordland or lists_dir) "
@@ -193,10 +198,7 @@ def read_sped(root: Path, layout: str = "auto", lists_dir: str | None = None) ->
     files = ["SPED_dbImages.npy", "SPED_qImages.npy", "SPED_gt.npy"]
     where = _find_lists(root, files, lists_dir, "SPED") if layout in ("auto", "lists") else None
     if where is not None:
-        db, queries = load_npy(where / files[0]), load_npy(where / files[1])
-        gt = _as_positives(load_npy(where / files[2]), len(queries), where / files[2])
-        return RetrievalSet("sped", root, _records(root, queries), _records(root, db), gt, "vpr_recall",
-                            {"layout": "lists", "lists_dir": str(where), "k_values": list(K_VALUES)})
+        return _read_lists("sped", root, where, files)
     if layout in ("auto", "folders") and (root / "ref").is_dir() and (root / "query").is_dir():
         refs, queries = _list_folder(root / "ref"), _list_folder(root / "query")
         if [p.name for p in refs] != [p.name for p in queries]:
@@ -230,10 +232,7 @@ def _read_pitts(which: str, root: Path, layout: str, lists_dir: str | None, thre
     files = [f"{which}_dbImages.npy", f"{which}_qImages.npy", f"{which}_gt.npy"]
     where = _find_lists(root, files, lists_dir, "Pittsburgh") if layout in ("auto", "lists") else None
     if where is not None:
-        db, queries = load_npy(where / files[0]), load_npy(where / files[1])
-        gt = _as_positives(load_npy(where / files[2]), len(queries), where / files[2])
-        return RetrievalSet(which, root, _records(root, queries), _records(root, db), gt, "vpr_recall",
-                            {"layout": "lists", "lists_dir": str(where), "k_values": list(K_VALUES)})
+        return _read_lists(which, root, where, files)
     mat = root / "datasets" / f"{which}.mat"
     if layout in ("auto", "mat") and mat.is_file():
         db, db_xy, queries, q_xy, radius = _read_pitts_mat(mat)
