@@ -149,3 +149,16 @@ def test_channels_last_rule():
     assert _is_cnn(plugin.tiny_eval_cnn())
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=1)
     assert not _is_cnn(vit)  # a ViT's only convolution is its patch embedding
+
+
+def test_cropped_record_carries_its_full_image_size(tmp_path):
+    """AML/cirtorch scale a cropped query by its full image's factor: the transform must see that size."""
+    from zoo.engine.extract import ImageListDataset
+    Image.new("RGB", (200, 100), (10, 20, 30)).save(tmp_path / "a.png")
+    seen = []
+
+    def transform(img):
+        seen.append((img.size, img.info.get("full_size")))
+        return torch.zeros(3, 2, 2)
+    ImageListDataset([ImageRecord(tmp_path / "a.png", (10, 10, 60, 40))], transform)[0]
+    assert seen == [((50, 30), (200, 100))]

@@ -92,7 +92,11 @@ class ImageListDataset(Dataset):
             return index, None, "corrupt", str(err)
         try:
             if record.box is not None:
+                full_size = image.size
                 image = image.crop(tuple(record.box))
+                # Some protocols scale a cropped query by its full image's factor (cirtorch/revisitop:
+                # imsize * max(crop) / max(full)); the transform can read the full size here.
+                image.info["full_size"] = full_size
             tensor = self.transform(image)
         except Exception as err:  # noqa: BLE001 - any failure of the transform is this image's fault
             return index, None, "corrupt", f"transform failed on {record.path}: {type(err).__name__}: {err}"
