@@ -5,11 +5,16 @@ Hub: ``HEAD|GET /{repo_id}/resolve/{revision}/{filename}`` answer with ``X-Repo-
 ``ETag`` (the sha256 for LFS-style files, as the Hub does), ``Content-Length`` and honour
 ``Range``; a missing repo/revision/file gets 404 with ``X-Error-Code``. Releases:
 ``GET /releases/{name}`` serves bytes registered with :meth:`LoopbackHub.add_release`.
+Uploads (what ``HfApi.upload_folder`` sends for small files): ``POST /api/repos/create``,
+``/api/validate-yaml``, ``/api/models/{repo}/preupload/{rev}`` (every file "regular", so no LFS
+transfer) and ``/api/models/{repo}/commit/{rev}`` (ndjson with base64 files) -> a new commit.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -102,6 +107,43 @@ class LoopbackHub:
                     if self.path.split("?")[0] in hub.truncate:
                         body = body[: len(body) // 2]
                     self.wfile.write(body)
+
+            def _json(self, status: int, payload: dict) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                hub.requests.append(("POST", self.path))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                path = self.path.split("?")[0]
+                if path == "/api/repos/create":
+                    request = json.loads(body)
+                    repo = f"{request['organization']}/{request['name']}" if request.get("organization") else request["name"]
+                    hub.repos.setdefault(repo, {})
+                    hub.branches.setdefault(repo, {})
+                    return self._json(200, {"url": f"{hub.url}/{repo}", "name": repo})
+                if path == "/api/validate-yaml":
+                    return self._json(200, {})
+                parts = path.split("/")
+                if len(parts) >= 7 and parts[1] == "api" and parts[5] == "preupload":
+                    files = json.loads(body)["files"]
+                    return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular",
+                                                       "shouldIgnore": False} for f in files]})
+                if len(parts) >= 7 and parts[1] == "api" and parts[5] == "commit":
+                    repo, branch = f"{parts[3]}/{parts[4]}", parts[6]
+                    files = {}
+                    for line in body.decode().splitlines():
+                        item = json.loads(line)
+                        if item["key"] == "file":
+                            files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                    commit = hub.add_commit(repo, files, branch=branch)
+                    return self._json(200, {"commitOid": commit, "commitUrl": f"{hub.url}/{repo}/commit/{commit}",
+                                            "success": True})
+                return self._json(404, {"error": f"not served by the loopback hub: {path}"})
 
             def do_HEAD(self) -> None:
                 self._answer(with_body=False)
