@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -153,7 +154,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     for name in (WEIGHTS_NAME, CONFIG_NAME):
         if not (folder / name).is_file():
             raise SystemExit(f"error: {folder / name} is missing; write the folder with `python -m zoo export` first")
-    api = HfApi(token=args.token)
+    # HF_ENDPOINT is read now, as zoo.hub does, not when huggingface_hub was first imported.
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=args.token)
     api.create_repo(args.repo, private=args.private, exist_ok=True)
     info = api.upload_folder(repo_id=args.repo, folder_path=str(folder), commit_message=args.message)
     commit = getattr(info, "oid", None) or str(info)
