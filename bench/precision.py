@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo.data.base import ImageRecord  # noqa: E402
-from zoo.data.images import list_images  # noqa: E402
+from zoo.io import list_images  # noqa: E402
 from zoo.engine.extract import extract_descriptors  # noqa: E402
 from zoo.search import knn  # noqa: E402
 

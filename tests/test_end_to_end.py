@@ -22,7 +22,7 @@ import torch
 import yaml
 
 import zoo
-from zoo.data.images import load_image
+from zoo.io import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "assets" / "samples" / "queries" / "query_00_of_place_01.jpg"
@@ -111,7 +111,7 @@ def _run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("name", list(CASES))
 def test_train_export_hub_load_evaluate(name: str, tmp_path: Path) -> None:
     case = CASES[name]
-    if not (REPO / "training" / "recipes" / f"{case.recipe}.yaml").is_file():
+    if not (REPO / "zoo" / "recipes" / f"{case.recipe}.yaml").is_file():
         pytest.fail(f"{case.recipe} recipe is missing")
     data, run, report = tmp_path / "data", tmp_path / "run", tmp_path / "report"
     case.make_train(data)

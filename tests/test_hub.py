@@ -14,7 +14,7 @@ from torch import nn
 
 import zoo
 from zoo import registry
-from zoo.convert.safe_pickle import load_checkpoint
+from zoo.io import load_checkpoint
 from zoo.errors import (
     ChecksumError,
     CheckpointError,

@@ -1,4 +1,4 @@
-"""``python -m zoo``: list models, convert original checkpoints, export, push to the Hub, retrieve.
+"""``python -m zoo``: list models, convert original checkpoints, export, push to the Hub, retrieve, train, eval.
 
 Run ``python -m zoo <command> --help`` for each command's options.
 """
@@ -232,12 +232,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.set_defaults(func=cmd_retrieve)
+
+    # These two parse their own options (python -m zoo train --help).
+    sub.add_parser("train", add_help=False, help="train a model from a packaged recipe (same as training/train.py)")
+    sub.add_parser("eval", add_help=False, help="rebuild a published table (same as eval/reproduce.py)")
     return parser
 
 
+_DELEGATED = {"train": "zoo.cli.train", "eval": "zoo.cli.reproduce"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import importlib
+
     from zoo.errors import ZooError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _DELEGATED:
+        command = importlib.import_module(_DELEGATED[argv[0]])
+        return command.main(argv[1:], prog=f"python -m zoo {argv[0]}")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import torch
 
 from zoo.data.base import ImageRecord, RetrievalSet
-from zoo.data.images import list_images
+from zoo.io import list_images
 
 
 @dataclass

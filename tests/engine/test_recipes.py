@@ -130,7 +130,7 @@ def test_cli_errors_are_one_line(recipes: Path, tmp_path: Path, capsys: pytest.C
     ]:
         assert cli.main(base + argv) == 2
         err = capsys.readouterr().err
-        assert err.startswith("train.py: error: ") and message in err and "Traceback" not in err
+        assert err.startswith("python -m zoo train: error: ") and message in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1, err
     assert cli.main(base + ["--recipe", "toy", "--check", "epochs=5"]) == 0
     out = capsys.readouterr().out

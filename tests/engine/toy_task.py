@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import zoo
-from zoo.engine.tasks.base import StepContext, TrainTask, register_task
+from zoo.task import StepContext, TrainTask, register_task
 from zoo.layers.norm import l2n
 from zoo.registry import ModelInfo, register_model
 
@@ -114,8 +114,7 @@ class ToyTask(TrainTask):
 
 
 def train_cli() -> ModuleType:
-    """``training/train.py`` loaded from its file (it is a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("train_cli", Path(__file__).resolve().parents[2] / "training" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The training command line (``python -m zoo train``, ``training/train.py``) as a module."""
+    import zoo.cli.train
+
+    return zoo.cli.train

@@ -225,7 +225,7 @@ class DACampusPairs(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path, transform: Callable, split: str = "train",
                  row_batch: int | None = TRAIN_ROW_BATCH) -> None:
-        from zoo.data.images import load_image
+        from zoo.io import load_image
 
         root = Path(root)
         self._load = load_image

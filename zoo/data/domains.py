@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from zoo.data.base import ImageRecord, RetrievalSet
-from zoo.data.images import IMAGE_SUFFIXES
+from zoo.io import IMAGE_SUFFIXES
 from zoo.errors import DatasetError
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from zoo.data.images import load_image
+from zoo.io import load_image
 from zoo.errors import DatasetError
 
 #: The 23 cities serizba/salad trains on (dataloaders/GSVCitiesDataloader.py, TRAIN_CITIES), in its order.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zoo.convert.safe_pickle import load_checkpoint
+from zoo.io import load_checkpoint
 from zoo.data.base import ImageRecord, RetrievalSet, register_eval_dataset
 from zoo.errors import CheckpointError, DatasetError
 

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from zoo.convert.safe_pickle import load_checkpoint
+from zoo.io import load_checkpoint
 from zoo.errors import CheckpointError, DatasetError
 
 PICKLE = "retrieval-SfM-120k.pkl"
@@ -132,5 +132,5 @@ class ImageList(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from zoo.data.images import load_image
+        from zoo.io import load_image
         return self.transform(load_image(self.paths[i]))

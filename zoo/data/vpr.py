@@ -30,9 +30,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from zoo.convert.safe_pickle import load_npy
+from zoo.io import load_npy
 from zoo.data.base import ImageRecord, RetrievalSet, register_eval_dataset
-from zoo.data.images import IMAGE_SUFFIXES
+from zoo.io import IMAGE_SUFFIXES
 from zoo.errors import DatasetError
 
 #: Recall cut-offs of serizba/salad's eval.py.

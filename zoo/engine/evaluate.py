@@ -1,17 +1,19 @@
-"""Evaluate the rows of a declarative table (``eval/tables/<name>.yaml``) and report them.
+"""Evaluate the rows of a declarative table (``zoo/tables/<name>.yaml``) and report them.
 
 For each row: build the model (``zoo.create_model(row.model, pretrained=...)``), read the data
 set (``build_eval_dataset(row.dataset, data_root / row.data_subdir, **row.dataset_args)``),
 extract query and database descriptors (cached, see :mod:`zoo.engine.extract`), run the row's
 protocol (:mod:`zoo.metrics`) and compare with the published numbers. ``eval/reproduce.py`` is
 the command line over :func:`evaluate_table`; the table schema is documented in
-``eval/tables/README.md`` and checked by :func:`load_table`.
+``zoo/tables/README.md`` and checked by :func:`load_table`.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import inspect
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,8 +88,8 @@ class TableResult:
 
 
 def default_tables_dir() -> Path:
-    """``eval/tables`` of the source checkout this package lives in."""
-    return Path(__file__).resolve().parents[2] / "eval" / "tables"
+    """The evaluation tables shipped inside the package (``zoo/tables``)."""
+    return Path(os.fspath(importlib.resources.files("zoo") / "tables"))
 
 
 def list_tables(tables_dir: str | Path | None = None) -> list[str]:
@@ -107,7 +109,7 @@ def _check_keys(where: str, given: dict, required: Sequence[str], optional: Sequ
 
 
 def load_table(name: str | Path, tables_dir: str | Path | None = None) -> Table:
-    """Read and check a table, given its name (``eval/tables/<name>.yaml``) or a path to a YAML file.
+    """Read and check a table, given its name (``zoo/tables/<name>.yaml``) or a path to a YAML file.
 
     Raises:
         InputError: unknown table (with close matches), or a schema error naming file, row and key.
@@ -218,7 +220,7 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
     """
     import zoo
     from zoo.data.base import build_eval_dataset
-    from zoo.engine.distributed import init_distributed
+    from zoo.distributed import init_distributed
     from zoo.engine.extract import DescriptorCache, autocast_dtype, extract_descriptors, records_fingerprint, \
         transform_id, weights_hash
     from zoo.metrics.base import get_protocol

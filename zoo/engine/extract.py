@@ -1,7 +1,7 @@
 """Descriptor extraction: batched, cached on disk in shards, resumable, sharded over processes.
 
 ``extract_descriptors(model, records, transform, side=...)`` loads every :class:`ImageRecord`
-(``zoo.data.images.load_image``, crop to its ``box``, the model's transform) in a DataLoader,
+(``zoo.io.load_image``, crop to its ``box``, the model's transform) in a DataLoader,
 runs ``model.encode_query`` or ``model.encode_database`` under the requested precision and
 returns ``(N, D)`` float32 descriptors on the CPU.
 
@@ -81,7 +81,7 @@ class ImageListDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None, str | None]:
-        from zoo.data.images import load_image
+        from zoo.io import load_image
 
         record = self.records[index]
         try:
@@ -201,7 +201,7 @@ def _is_cnn(model: nn.Module) -> bool:
 
 
 def _rank_world() -> tuple[int, int]:
-    from zoo.engine.distributed import is_distributed
+    from zoo.distributed import is_distributed
 
     if is_distributed():
         import torch.distributed as dist

@@ -1,4 +1,4 @@
-"""Training recipes: declarative YAML files in ``training/recipes/`` (schema in its README.md).
+"""Training recipes: declarative YAML files in ``zoo/recipes/`` (schema in its README.md).
 
 :func:`resolve_recipe` loads one by name, applies ``key=value`` overrides (dotted keys, values
 read as YAML) and validates every key and value, so that a typo fails with a one-line error
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,10 +28,10 @@ class RecipeError(InputError):
 
 
 def default_recipes_dir() -> Path:
-    """``$ZOO_RECIPES_DIR``, else ``training/recipes`` of the checkout this package lives in."""
+    """``$ZOO_RECIPES_DIR``, else the recipes shipped inside the package (``zoo/recipes``)."""
     if os.environ.get(RECIPES_DIR_ENV):
         return Path(os.environ[RECIPES_DIR_ENV])
-    return Path(__file__).resolve().parents[2] / "training" / "recipes"
+    return Path(os.fspath(importlib.resources.files("zoo") / "recipes"))
 
 
 # --------------------------------------------------------------------------- value types

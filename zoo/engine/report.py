@@ -202,7 +202,7 @@ def plot_recall_curves(table_result, out_dir: Path) -> list[Path]:
 def _thumb(record, size: int):
     from PIL import Image
 
-    from zoo.data.images import load_image
+    from zoo.io import load_image
     try:
         img = load_image(record.path)
         if record.box is not None:

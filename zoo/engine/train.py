@@ -3,7 +3,7 @@
 The engine owns what is generic: process group and DistributedDataParallel, resumable
 distributed sampling, optimiser and schedule from the recipe, autocast and grad scaling,
 accumulation, clipping, atomic checkpoints with exact resume, logging and export. A
-:class:`~zoo.engine.tasks.base.TrainTask` owns the model, data, sampler and loss of one paper.
+:class:`~zoo.task.TrainTask` owns the model, data, sampler and loss of one paper.
 
 Exact resume: a checkpoint holds model, optimiser, schedule, grad scaler, task state, the
 position (epoch, step) and every RNG state of every rank. Randomness inside a data set's
@@ -35,11 +35,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from zoo.engine import distributed as D
+from zoo import distributed as D
 from zoo.engine.checkpoint import check_plain, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zoo.engine.recipes import RecipeError, dump_recipe, validate
 from zoo.engine.schedules import Schedule, build_optimizer
-from zoo.engine.tasks.base import DistInfo, StepContext, TrainTask, get_task
+from zoo.task import DistInfo, StepContext, TrainTask, get_task
 from zoo.errors import DatasetError, InputError
 
 log = logging.getLogger("zoo.train")
@@ -293,7 +293,7 @@ def _resolve_task(recipe: dict[str, Any]) -> type[TrainTask]:
     try:
         return get_task(recipe["task"])
     except KeyError:
-        from zoo.engine.tasks.base import _TASKS
+        from zoo.task import _TASKS
         close = difflib.get_close_matches(recipe["task"], list(_TASKS), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise RecipeError(f"task: unknown training task {recipe['task']!r}.{hint} "

@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Reproduce a published table: evaluate its rows and compare with the published numbers.
+
+Tables are declarative files shipped in zoo/tables/ (schema: zoo/tables/README.md). Each row names a
+model, its weights, a data set folder under --data-root and a protocol; the report (terminal
+table, JSON, Markdown, recall@K curves, retrieval grids) goes to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+
+EPILOG = """examples:
+  python -m zoo eval --list --data-root /data
+  python -m zoo eval --table salad --data-root /data --device cuda --precision bf16
+  python -m zoo eval --table cvusa --data-root /data --pretrained weights/cvft --rows 0
+  torchrun --nproc_per_node 4 -m zoo eval --table cvact --data-root /data --device cuda
+
+Descriptors are cached under OUT/cache (--cache-dir) keyed by model, weights, transform, images and
+precision: an interrupted run resumes where it stopped and gives the same numbers.
+"""
+
+
+def build_parser(prog: str = "python -m zoo eval") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.strip().splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--table", help="table name (a packaged table, without .yaml; see --list) or a path to a table YAML")
+    p.add_argument("--list", action="store_true",
+                   help="list every table with its rows, data sets and whether their folders exist under --data-root")
+    p.add_argument("--data-root", help="folder holding each row's data_subdir")
+    p.add_argument("--rows", nargs="+", metavar="ROW", help="only these rows: indices as --list numbers them, or labels")
+    p.add_argument("--model", help="only rows of this model (registry name, with or without .variant)")
+    p.add_argument("--pretrained", help="weights for every selected row, overriding the table: true, false, a converted "
+                                        "folder or file, hf-hub:org/repo[@rev], or a weight source name")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers (default: %(default)s)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="autocast precision; fp16 needs CUDA, bf16 also runs on CPU (default: %(default)s)")
+    p.add_argument("--out", help="report folder (default: outputs/eval/TABLE)")
+    p.add_argument("--cache-dir", help="descriptor cache (default: OUT/cache)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write cached descriptors")
+    p.add_argument("--shard-size", type=int, default=1024,
+                   help="images per cache shard and per torchrun process share (default: %(default)s)")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="skip unreadable images (counted and listed in the report) instead of stopping")
+    p.add_argument("--tables-dir", default=None, help="where tables live (default: the tables shipped in the package)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it may register models, data sets or protocols); repeatable")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _pretrained(value: str | None) -> bool | str | None:
+    if value is None:
+        return None
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from zoo.engine.evaluate import data_status, list_tables, load_table
+
+    names = list_tables(args.tables_dir)
+    if not names:
+        print("no tables found")
+        return 0
+    for name in names:
+        table = load_table(name, args.tables_dir)
+        print(f"{name}: {table.title}")
+        for i, (row, status) in enumerate(zip(table.rows, data_status(table, args.data_root))):
+            print(f"  [{i}] {row.label}\n      model {row.model} (pretrained: {row.pretrained}), data set {row.dataset} "
+                  f"in {row.data_subdir}/: {status}, protocol {row.protocol}, metrics {', '.join(row.metrics)}")
+        print()
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m zoo eval") -> int:
+    args = build_parser(prog).parse_args(argv)
+    from zoo.errors import ZooError
+
+    try:
+        for module in args.plugin:
+            importlib.import_module(module)
+        if args.list:
+            return cmd_list(args)
+        if not args.table:
+            print("error: give --table NAME (or --list to see the tables)", file=sys.stderr)
+            return 2
+        if not args.data_root:
+            print("error: --data-root is required to evaluate a table", file=sys.stderr)
+            return 2
+        from zoo.engine.evaluate import evaluate_table
+
+        evaluate_table(args.table, args.data_root, rows=args.rows, model=args.model,
+                       pretrained=_pretrained(args.pretrained), device=args.device, batch_size=args.batch_size,
+                       num_workers=args.num_workers, precision=args.precision, out_dir=args.out,
+                       cache_dir=args.cache_dir, use_cache=not args.no_cache, skip_corrupt=args.skip_corrupt, shard_size=args.shard_size,
+                       progress=not args.no_progress, tables_dir=args.tables_dir)
+        return 0
+    except (ZooError, KeyError, NotImplementedError, ModuleNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    finally:
+        from zoo.distributed import cleanup
+        cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""One training task per method (see :mod:`zoo.engine.tasks.base`)."""

@@ -1,1 +1,0 @@
-"""The papers' losses, one module per method."""

@@ -1,0 +1,3 @@
+"""cvft: network, converter, loss, training task and cards."""
+
+from zoo.models.cvft import modeling  # noqa: F401  (registers the cards)

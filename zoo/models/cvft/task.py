@@ -1,0 +1,109 @@
+"""CVFT training (``train_cvusa.py``, ``train_cvact.py``) on CVUSA or CVACT.
+
+Per step: a batch of matching (ground panorama, aerial image) pairs, preprocessed exactly as for
+evaluation (the original loaders do no augmentation), both branches embedded, and the weighted
+soft-margin triplet loss over every pair of the batch in both directions (:mod:`zoo.models.cvft.loss`;
+on CVACT pairs closer than 25 m are masked). conv1_1 .. conv3_3 of both VGG16 stacks stay frozen
+(``trainable=False`` in ``VGG.py``); the model's dropout (keep 0.8) follows the trainable convs.
+
+``task_args`` (all optional): ``dataset`` (``cvusa`` | ``cvact``), ``split`` (``train``),
+``alpha`` (10.0), ``distance_threshold`` (metres; default 25 for CVACT, none for CVUSA),
+``mat_file`` (CVACT, ``ACT_data.mat``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+import zoo
+from zoo.data.cvact import cvact_paths, read_cvact_split
+from zoo.data.cvusa import read_cvusa_split
+from zoo.io import load_image
+from zoo.task import StepContext, TrainTask, register_task
+from zoo.errors import DatasetError
+from zoo.models.cvft.loss import WeightedSoftMarginTriplet
+from zoo.models.cvft.modeling import FROZEN_LAYERS
+
+
+class CrossViewPairs(Dataset):
+    """``(ground tensor, aerial tensor, utm (2,) float64)`` per location (utm zeros for CVUSA)."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], ground_tf: Any, aerial_tf: Any,
+                 utm: np.ndarray | None = None) -> None:
+        self.pairs, self.ground_tf, self.aerial_tf = pairs, ground_tf, aerial_tf
+        self.utm = np.zeros((len(pairs), 2)) if utm is None else np.asarray(utm, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ground, aerial = self.pairs[index]
+        return (self.ground_tf(load_image(ground)), self.aerial_tf(load_image(aerial)),
+                torch.from_numpy(self.utm[index].copy()))
+
+
+@register_task("cvft")
+class CVFTTask(TrainTask):
+    def __init__(self, recipe: dict[str, Any], data_root: Any, dist: Any) -> None:
+        super().__init__(recipe, data_root, dist)
+        args = dict(recipe.get("task_args") or {})
+        self.dataset_name = str(args.pop("dataset", "cvusa"))
+        if self.dataset_name not in ("cvusa", "cvact"):
+            raise ValueError(f"task_args.dataset: expected 'cvusa' or 'cvact', got {self.dataset_name!r}")
+        self.split = str(args.pop("split", "train"))
+        self.mat_file = args.pop("mat_file", "ACT_data.mat")
+        default_threshold = 25.0 if self.dataset_name == "cvact" else None
+        threshold = args.pop("distance_threshold", default_threshold)
+        alpha = float(args.pop("alpha", 10.0))
+        if args:
+            raise ValueError(f"task_args: unknown key(s) for task 'cvft': {', '.join(sorted(args))}")
+        self.loss = WeightedSoftMarginTriplet(alpha, None if threshold is None else float(threshold))
+        self.pairs: list[tuple[Path, Path]] = []
+        self.utm: np.ndarray | None = None
+
+    def check_data(self) -> None:
+        if self.data_root is None:
+            raise DatasetError(f"task cvft needs --data-root with the {self.dataset_name.upper()} folder")
+        root = Path(self.data_root)
+        if self.dataset_name == "cvusa":
+            self.pairs = [(ground, aerial) for aerial, ground in read_cvusa_split(root, self.split)]
+        else:
+            ids, self.utm = read_cvact_split(root, self.split, self.mat_file)
+            self.pairs = [cvact_paths(root, pano_id, self.split) for pano_id in ids]
+            missing = [p for pair in self.pairs for p in pair if not p.is_file()]
+            if missing:
+                raise DatasetError(f"CVACT {self.split}: {len(missing)} image(s) missing, e.g. {missing[0]}")
+
+    def _model_spec(self) -> dict[str, Any]:
+        spec = self.recipe["model"]
+        return {"name": spec["name"], "variant": spec.get("variant"), "args": spec.get("args") or {},
+                "pretrained": spec.get("pretrained", False)}
+
+    def build_model(self) -> nn.Module:
+        spec = self._model_spec()
+        model = zoo.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec["variant"], **spec["args"])
+        for stack in (model.grd_vgg, model.sat_vgg):
+            for name in FROZEN_LAYERS:
+                getattr(stack, name).requires_grad_(False)
+        return model.train()
+
+    def build_dataset(self) -> Dataset:
+        spec = self._model_spec()
+        ground_tf, aerial_tf = zoo.get_transforms(spec["name"], variant=spec["variant"], **spec["args"])
+        return CrossViewPairs(self.pairs, ground_tf, aerial_tf, self.utm)
+
+    def training_step(self, model: nn.Module, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        ground, aerial, utm = batch
+        grd, sat = model(ground, aerial)
+        if torch.isnan(grd).any() or torch.isnan(sat).any():
+            raise FloatingPointError(f"NaN in descriptors at step {ctx.step}")
+        loss = self.loss(sat.float(), grd.float(), utm)
+        with torch.no_grad():
+            top1 = ((sat @ grd.t()).argmax(0) == torch.arange(grd.shape[0], device=grd.device)).float().mean()
+        return loss, {"loss": float(loss.detach()), "batch_top1": float(top1)}

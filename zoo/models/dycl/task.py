@@ -1,0 +1,127 @@
+"""Training task of DyCL on DA-Campus (anocodetest1/DyCL ``run_dycl.py`` + ``engine/train_dycl.py``
++ ``engine/base_training_loop_our.py``).
+
+Per step: a batch of (satellite, drone) pairs of the training places (each drone image with its
+place's satellite image, ``DaCampusDataset``), both views through the one shared network, and
+:class:`zoo.models.dycl.loss.DyCLCriterion` (0.9 H-AP + 0.2 DyCL + 0.1 proxy cluster loss) on the
+place-level matrix of the training places (built, by default, with the original's row block of
+80 and its false "same place" entries).
+
+Optimisation as ``config/optimizer/da_campus.yaml``: Adam, backbone at the recipe's ``lr``, the
+LayerNorm/fc head at twice that (``lr_scale`` 2), the proxies at ``proxy_lr`` (10) without weight
+decay. For the first ``warmup_epochs`` (5 in the README's command) the backbone is not updated
+(``warmup_keys: [backbone]``): its parameters stop requiring gradients, so Adam skips them.
+
+``task_args`` (all optional): ``warmup_epochs`` (5), ``head_lr_scale`` (2.0), ``proxy_lr`` (10.0),
+``resize`` (256), ``crop`` (224), ``crop_scale`` ([0.16, 1]), ``crop_ratio`` ([0.75, 1.33]),
+``row_batch`` (80; null: corrected level matrix), ``normalize_dim`` (0: the original's DyCL loss;
+1: corrected), ``loss_weights`` ([0.9, 0.2, 0.1]), ``temperature`` (0.05), ``scale`` (32),
+``margins`` ([0.25, 0.35, 0.45]).
+
+Differences from the original, all small: the pairs are shuffled by the engine's seeded sampler
+(the original's sampler also shuffles all pairs and drops its last batch); the cosine schedule
+counts the warm-up epochs (the original holds the learning rate during warm-up and starts the
+cosine after it), and it ends the proxies' learning rate at 0 instead of 0.1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+import torchvision.transforms as T
+from torch import nn
+from torch.utils.data import Dataset
+
+import zoo
+from zoo.data.da_campus import TRAIN_ROW_BATCH, DACampusPairs, read_list
+from zoo.task import StepContext, TrainTask, register_task
+from zoo.errors import DatasetError
+from zoo.models.dycl.loss import DyCLCriterion
+from zoo.models.dycl.modeling import IMAGENET_MEAN, IMAGENET_STD
+
+
+def train_transform(resize: int = 256, crop: int = 224, scale: tuple[float, float] = (0.16, 1.0),
+                    ratio: tuple[float, float] = (0.75, 1.33)) -> T.Compose:
+    """``config/transform/da_campus.yaml`` ``train``: Resize(256) (shorter side), RandomResizedCrop(224),
+    horizontal flip, ImageNet mean/std; applied to each view independently."""
+    return T.Compose([T.Resize(resize), T.RandomResizedCrop(crop, scale=tuple(scale), ratio=tuple(ratio)),
+                      T.RandomHorizontalFlip(0.5), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+@register_task("dycl")
+class DyCLTask(TrainTask):
+    def __init__(self, recipe: dict[str, Any], data_root: Any, dist: Any) -> None:
+        super().__init__(recipe, data_root, dist)
+        args = dict(recipe.get("task_args") or {})
+        self.warmup_epochs = int(args.pop("warmup_epochs", 5))
+        self.head_lr_scale = float(args.pop("head_lr_scale", 2.0))
+        self.proxy_lr = float(args.pop("proxy_lr", 10.0))
+        self.transform_args = {"resize": int(args.pop("resize", 256)), "crop": int(args.pop("crop", 224)),
+                               "scale": tuple(args.pop("crop_scale", (0.16, 1.0))),
+                               "ratio": tuple(args.pop("crop_ratio", (0.75, 1.33)))}
+        self.row_batch = args.pop("row_batch", TRAIN_ROW_BATCH)
+        self.loss_args = {"weights": tuple(args.pop("loss_weights", (0.9, 0.2, 0.1))),
+                          "normalize_dim": int(args.pop("normalize_dim", 0)),
+                          "temperature": float(args.pop("temperature", 0.05)),
+                          "scale": float(args.pop("scale", 32.0)),
+                          "margins": tuple(args.pop("margins", (0.25, 0.35, 0.45)))}
+        if args:
+            raise ValueError(f"task_args: unknown key(s) for task 'dycl': {', '.join(sorted(args))}")
+        self.num_places = 0
+        self.criterion: DyCLCriterion | None = None
+        self.place_levels: torch.Tensor | None = None
+
+    def check_data(self) -> None:
+        if self.data_root is None:
+            raise DatasetError("task dycl needs --data-root with the DA_Campus folder (satellite/, drone/)")
+        self.num_places = len(read_list(self.data_root, "satellite", "train").paths)
+        read_list(self.data_root, "drone", "train")
+        if self.num_places == 0:
+            raise DatasetError(f"{self.data_root / 'satellite' / 'train.txt'} lists no image")
+
+    def build_model(self) -> nn.Module:
+        spec = self.recipe["model"]
+        model = zoo.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec.get("variant"),
+                                 **(spec.get("args") or {}))
+        # built after the engine's seeding, so the proxies are the same on every rank and every run
+        self.criterion = DyCLCriterion(self.num_places, model.embed_dim, **self.loss_args).to(self.dist.device)
+        return model.train()
+
+    def build_dataset(self) -> Dataset:
+        dataset = DACampusPairs(self.data_root, train_transform(**self.transform_args), "train", self.row_batch)
+        self.place_levels = dataset.place_levels.to(self.dist.device)
+        return dataset
+
+    def param_groups(self, model: nn.Module) -> Iterable[dict[str, Any]]:
+        net = _unwrap(model)
+        head = [p for name, p in net.named_parameters() if not name.startswith("backbone.")]
+        assert self.criterion is not None
+        return [{"params": list(net.backbone.parameters())},
+                {"params": head, "lr_scale": self.head_lr_scale},
+                {"params": list(self.criterion.parameters()), "lr": self.proxy_lr, "weight_decay": 0.0}]
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        _unwrap(model).backbone.requires_grad_(epoch >= self.warmup_epochs)
+
+    def training_step(self, model: nn.Module, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        sat, drone, labels, _ = batch
+        assert self.criterion is not None and self.place_levels is not None
+        emb_sat, emb_drone = model(sat), model(drone)
+        if torch.isnan(emb_sat).any() or torch.isnan(emb_drone).any():
+            raise FloatingPointError(f"NaN in embeddings at step {ctx.step}")
+        loss, parts = self.criterion(emb_sat.float(), emb_drone.float(), labels, self.place_levels)
+        return loss, {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}}
+
+    def state_dict(self) -> dict[str, Any]:
+        assert self.criterion is not None
+        return {"proxies": self.criterion.cluster.proxies.detach().cpu().clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        assert self.criterion is not None
+        with torch.no_grad():
+            self.criterion.cluster.proxies.copy_(state["proxies"])

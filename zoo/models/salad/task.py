@@ -1,0 +1,86 @@
+"""Training task of DINOv2 SALAD on GSV-Cities (serizba/salad ``main.py`` + ``vpr_model.py``).
+
+Per step: a P×K batch (60 places × 4 images in the paper) is resized to 224×224 with
+RandAugment(3) (``GSVCitiesDataModule.train_transform``), embedded by the model being fine-tuned
+(last 4 ViT blocks + SALAD; the first 8 blocks are frozen in the model itself), and scored by the
+Multi-Similarity loss on the Multi-Similarity miner's pairs (:mod:`zoo.models.salad.loss`).
+
+``task_args`` (all optional): ``images_per_place`` (4), ``min_images_per_place`` (4),
+``image_size`` (224), ``randaugment_ops`` (3), ``cities`` (list; default every CSV in
+``Dataframes``), ``shuffle_all`` (False: shuffle places within each city, as the original),
+``ms_alpha`` (1.0), ``ms_beta`` (50.0), ``ms_base`` (0.0), ``miner_epsilon`` (0.1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torchvision.transforms as T
+from torch import nn
+from torch.utils.data import Dataset, Sampler
+
+import zoo
+from zoo.data.gsv_cities import GSVCities, PlaceBatchSampler, check_gsv_cities
+from zoo.task import StepContext, TrainTask, register_task
+from zoo.errors import DatasetError
+from zoo.models.salad.loss import MultiSimilarityWithMiner
+from zoo.models.salad.modeling import IMAGENET_MEAN, IMAGENET_STD
+
+
+def train_transform(image_size: int = 224, randaugment_ops: int = 3) -> T.Compose:
+    """``GSVCitiesDataModule.train_transform``: bilinear resize, RandAugment, ToTensor, ImageNet mean/std."""
+    ops: list[Any] = [T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR)]
+    if randaugment_ops:
+        ops.append(T.RandAugment(num_ops=randaugment_ops, interpolation=T.InterpolationMode.BILINEAR))
+    ops += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return T.Compose(ops)
+
+
+@register_task("salad")
+class SALADTask(TrainTask):
+    def __init__(self, recipe: dict[str, Any], data_root: Any, dist: Any) -> None:
+        super().__init__(recipe, data_root, dist)
+        args = dict(recipe.get("task_args") or {})
+        self.k = int(args.pop("images_per_place", 4))
+        self.min_images = int(args.pop("min_images_per_place", 4))
+        self.image_size = int(args.pop("image_size", 224))
+        self.randaugment_ops = int(args.pop("randaugment_ops", 3))
+        self.cities = args.pop("cities", None)
+        self.shuffle_all = bool(args.pop("shuffle_all", False))
+        loss_args = {"alpha": float(args.pop("ms_alpha", 1.0)), "beta": float(args.pop("ms_beta", 50.0)),
+                     "base": float(args.pop("ms_base", 0.0)), "epsilon": float(args.pop("miner_epsilon", 0.1))}
+        if args:
+            raise ValueError(f"task_args: unknown key(s) for task 'salad': {', '.join(sorted(args))}")
+        self.loss = MultiSimilarityWithMiner(**loss_args)
+
+    def check_data(self) -> None:
+        if self.data_root is None:
+            raise DatasetError("task salad needs --data-root with the GSV-Cities folder (Dataframes/, Images/)")
+        self.cities = check_gsv_cities(self.data_root, self.cities)
+
+    def build_model(self) -> nn.Module:
+        spec = self.recipe["model"]
+        model = zoo.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec["variant"],
+                                 **(spec.get("args") or {}))
+        return model.train()
+
+    def build_dataset(self) -> Dataset:
+        return GSVCities(self.data_root, self.cities, self.min_images,
+                         train_transform(self.image_size, self.randaugment_ops))
+
+    def build_batch_sampler(self, dataset: Dataset, batch_size: int, seed: int) -> Sampler | None:
+        if batch_size % self.k:
+            raise ValueError(f"batch_size: the per-process micro-batch of {batch_size} images is not a whole "
+                             f"number of places of {self.k} images")
+        assert isinstance(dataset, GSVCities)
+        return PlaceBatchSampler(dataset.city_places, dataset.places, batch_size // self.k, self.k, seed,
+                                 self.dist.rank, self.dist.world_size, self.shuffle_all)
+
+    def training_step(self, model: nn.Module, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        images, labels = batch
+        descriptors = model(images)
+        if torch.isnan(descriptors).any():
+            raise FloatingPointError(f"NaN in descriptors at step {ctx.step}")
+        loss, trivial = self.loss(descriptors, labels)
+        return loss, {"loss": float(loss.detach()), "b_acc": trivial}
