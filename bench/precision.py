@@ -73,7 +73,7 @@ def main() -> None:
     for name in args.models:
         torch.manual_seed(0)
         model = zoo.create_model(name, pretrained=pretrained).to(args.device)
-        query_tf, database_tf = zoo.get_transforms(name, **model.zoo_config["variant"])
+        query_tf, database_tf = zoo.model_transforms(model)
         results = {}
         for precision in ("fp32", "bf16"):
             q, q_speed = _extract(model, queries, query_tf, "query", args.device, precision, args.batch_size, args.repeat)

@@ -136,7 +136,7 @@ def test_train_export_hub_load_evaluate(name: str, tmp_path: Path) -> None:
     assert not model.training
     config = json.loads((export / "config.json").read_text())
     assert config["architecture"] == name
-    query_tf, database_tf = zoo.get_transforms(name, **model.zoo_config["variant"])
+    query_tf, database_tf = zoo.model_transforms(model)
     with torch.no_grad():
         q = model.encode_query(query_tf(load_image(SAMPLE)).unsqueeze(0))
         d = model.encode_database(database_tf(load_image(SAMPLE)).unsqueeze(0))

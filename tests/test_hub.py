@@ -13,7 +13,6 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 import zoo
-from zoo import registry
 from zoo.io import load_checkpoint
 from zoo.errors import (
     ChecksumError,
@@ -23,7 +22,8 @@ from zoo.errors import (
     WeightsNotFoundError,
     WeightsUnavailableError,
 )
-from zoo.registry import HubFile, ModelInfo, UrlFile, WeightSource
+from zoo.models import MODELS
+from zoo.models.cards import HubFile, ModelInfo, UrlFile, Variant, WeightSource
 
 
 class TinyNet(nn.Module):
@@ -51,12 +51,16 @@ def _convert_original(path: Path) -> tuple[dict, dict]:
 
 
 def _register(monkeypatch: pytest.MonkeyPatch, weights: dict[str, WeightSource]) -> ModelInfo:
+    """A test model whose variant ``d4`` loads ``weights["default"]`` (and ``"default+"...`` after it)
+    with ``pretrained=True``; the other entries are named sources."""
+    default = tuple(w for name, w in weights.items() if name.startswith("default"))
+    named = {name: w for name, w in weights.items() if not name.startswith("default")}
     info = ModelInfo(
         name="tiny_test", builder=TinyNet, paper="test", arxiv=None, task="test", licence="MIT",
         code_licence="MIT", original_code="-", citation="@misc{t}", descriptor_dim=lambda v: v["dim"],
-        variants={"d4": {"dim": 4}}, transforms=lambda **_: (None, None), weights=weights,
-        converter=_convert_original)
-    monkeypatch.setitem(registry._REGISTRY, "tiny_test", info)
+        variants={"d4": Variant(args={"dim": 4}, weights=default)}, preprocessing=lambda args: {},
+        transforms=lambda: (None, None), weights=named, converter=_convert_original)
+    monkeypatch.setitem(MODELS._entries, "tiny_test", info)
     return info
 
 
@@ -218,7 +222,7 @@ def test_pretrained_false_makes_no_request(hub_server, monkeypatch):
 
 def test_requested_variant_must_match_the_weights(tmp_path, monkeypatch):
     info = _register(monkeypatch, {})
-    info.variants = {"d4": {"dim": 4}, "d8": {"dim": 8}}
+    info.variants = {"d4": Variant(args={"dim": 4}), "d8": Variant(args={"dim": 8})}
     original = tmp_path / "orig.ckpt"
     original.write_bytes(_original_checkpoint(_reference_state(dim=8)))
     # Unspecified variant: the weights' own variant is built.

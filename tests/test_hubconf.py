@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.registry import ENTRY_POINTS
+from zoo.models import ENTRY_POINTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

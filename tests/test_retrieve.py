@@ -13,9 +13,9 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-from zoo import registry
 from zoo.__main__ import main
-from zoo.registry import ModelInfo
+from zoo.models import MODELS
+from zoo.models.cards import ModelInfo, Variant
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = REPO_ROOT / "assets" / "samples"
@@ -39,8 +39,8 @@ def _register(monkeypatch) -> None:
     tf = T.Compose([T.Resize((48, 64)), T.ToTensor()])
     info = ModelInfo(name="histogram_test", builder=ColourHistogram, paper="-", arxiv=None, task="test",
                      licence="MIT", code_licence="MIT", original_code="-", citation="-", descriptor_dim=48,
-                     variants={"default": {}}, transforms=lambda **_: (tf, tf))
-    monkeypatch.setitem(registry._REGISTRY, "histogram_test", info)
+                     variants={"default": Variant()}, preprocessing=lambda args: {}, transforms=lambda: (tf, tf))
+    monkeypatch.setitem(MODELS._entries, "histogram_test", info)
 
 
 def test_retrieve_writes_csv_json_and_grid(tmp_path, monkeypatch, capsys):

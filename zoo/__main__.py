@@ -36,45 +36,60 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    import zoo
-    from zoo.registry import ENTRY_POINTS, get_model_info
+def _weights_kind(info: Any, tag: str) -> str:
+    sources = info.variant(tag).weights
+    if not sources:
+        return "-"
+    names = {"zoo": "our Hub repo", "release": "authors' release", "init": "authors' release"}
+    return " -> ".join(dict.fromkeys(names[s.kind] for s in sources))
 
-    rows = [("model", "variants", "dim", "pretrained=True", "task", "licence", "paper")]
-    full = []
-    for name in ENTRY_POINTS:
-        try:
-            info = get_model_info(name)
-        except NotImplementedError:
-            rows.append((name, "-", "-", "not yet ported", "-", "-", "-"))
-            continue
-        default = info.weights.get("default")
-        # A default of kind "init" fetches a multi-file release itself (AML: student + whitening + teacher).
-        if default:
-            source = "our Hub repo" if default.kind == "zoo" else "authors' release"
-        else:  # a link in the reason means weights exist but only by hand (e.g. Google Drive)
-            source = "manual download" if "http" in (info.no_weights_reason or "") else "none released"
-        variants = list(info.variants)
-        full.append({"model": name, "variants": variants, "dim": info.dim(info.variant_kwargs()),
-                     "pretrained=True": source, "task": info.task, "licence": info.licence, "paper": info.paper,
-                     "arxiv": info.arxiv, "weight_sources": list(info.weights),
-                     "no_weights_reason": info.no_weights_reason})
-        shown = ", ".join(variants[:3]) + (f" (+{len(variants) - 3})" if len(variants) > 3 else "")
-        rows.append((name, shown, str(info.dim(info.variant_kwargs())), source, _short(info.task, 34),
-                     _short(info.licence, 38), f"arXiv:{info.arxiv}" if info.arxiv else _short(info.paper, 30)))
-    if args.json:
-        print(json.dumps(full, indent=2))
-        return 0
-    if args.markdown:
-        print(markdown_model_table())
-        return 0
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for i, row in enumerate(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
         if i == 0:
-            print("  ".join("-" * w for w in widths) + "  " + "-" * 5)
-    print(f"\n{len(zoo.list_models())} of {len(ENTRY_POINTS)} models ported. Variants: name.variant, e.g. "
-          "dinov2_salad.512_32; all fields: python -m zoo list --json")
+            print("  ".join("-" * w for w in widths) + "  " + "-" * len(row[-1]))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from zoo.models import ENTRY_POINTS, get_model_info
+
+    infos = [get_model_info(name) for name in ENTRY_POINTS]
+    if args.json:
+        print(json.dumps([{
+            "model": info.name, "task": info.task, "licence": info.licence, "code_licence": info.code_licence,
+            "paper": info.paper, "arxiv": info.arxiv, "named_weight_sources": list(info.weights),
+            "no_weights_reason": info.no_weights_reason,
+            "variants": {tag: {"args": dict(card.args), "descriptor_dim": info.dim(card.args),
+                               "pretrained=True": [s.description for s in card.weights],
+                               "recipe": card.recipe, "table": card.table,
+                               "preprocessing": info.preprocessing_record(tag),
+                               "published": [vars(r) for r in card.published]}
+                         for tag, card in info.variants.items()},
+        } for info in infos], indent=2))
+        return 0
+    if args.markdown:
+        print(markdown_model_table())
+        return 0
+    if args.variants:
+        rows = [("variant", "dim", "pretrained=True", "recipe", "table", "description")]
+        for info in infos:
+            for tag, card in info.variants.items():
+                rows.append((f"{info.name}.{tag}", str(info.dim(card.args)), _weights_kind(info, tag),
+                             card.recipe or "-", card.table or "-", _short(card.description, 60)))
+        _print_table(rows)
+        return 0
+    rows = [("model", "variants", "with weights", "dim", "task", "licence", "paper")]
+    for info in infos:
+        having = info.pretrained_variants()
+        rows.append((info.name, str(len(info.variants)), ", ".join(having[:2]) + (f" (+{len(having) - 2})" if len(having) > 2 else "")
+                     or ("manual download" if "http" in (info.no_weights_reason or "") else "none released"),
+                     str(info.dim(info.variant_kwargs())), _short(info.task, 34), _short(info.licence, 38),
+                     f"arXiv:{info.arxiv}" if info.arxiv else _short(info.paper, 30)))
+    _print_table(rows)
+    print("\nEvery variant (name.variant, e.g. dinov2_salad.512_32): python -m zoo list --variants; "
+          "all fields: python -m zoo list --json")
     return 0
 
 
@@ -82,27 +97,25 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
-def _headline(info) -> str:
-    """The first published data set's numbers, e.g. "MSLS Challenge R@1/R@5/R@10 75.0/88.8/91.3"."""
-    if not info.published:
-        return "not yet transcribed"
-    first = info.published[0]
-    same = [r for r in info.published if r.dataset == first.dataset and r.source == first.source][:4]
-    values = "/".join("n/a" if r.value is None else str(r.value) for r in same)
-    return f"{first.dataset} {'/'.join(r.metric for r in same)} {values} ({first.source})"
+def _headline(info: Any) -> str:
+    """The first published numbers of the model's variants, e.g. "msls_challenge R@1/R@5/R@10 75.0/88.8/91.3"."""
+    for tag in info.variants:
+        known = [r for r in info.published(tag) if r.value is not None]
+        if known:
+            first = known[0]
+            same = [r for r in known if r.benchmark == first.benchmark and r.source == first.source][:4]
+            values = "/".join(str(r.value) for r in same)
+            return f"{tag}: {first.benchmark} {'/'.join(r.metric for r in same)} {values} ({first.source})"
+    return "not yet transcribed"
 
 
 def markdown_model_table() -> str:
-    """The README's model table, generated from the registry so the two cannot drift apart."""
-    from zoo.registry import ENTRY_POINTS, get_model_info
+    """The README's model table, generated from the cards so the two cannot drift apart."""
+    from zoo.models import ENTRY_POINTS, get_model_info
 
     lines = []
     for name in ENTRY_POINTS:
-        try:
-            info = get_model_info(name)
-        except NotImplementedError:
-            lines.append(f"| `{name}` | not yet ported | | | | |")
-            continue
+        info = get_model_info(name)
         paper = info.paper + (f", arXiv:{info.arxiv}" if info.arxiv else "")
         lines.append(f"| `{name}` | {paper} | {info.task} | {info.dim(info.variant_kwargs())} | "
                      f"{_headline(info)} | {info.licence} |")
@@ -113,20 +126,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
     from zoo.export import model_card
-    from zoo.hub import convert_checkpoint, load_state_dict_strict, save_pretrained
-    from zoo.registry import get_model_info
+    from zoo.hub import convert_checkpoint, save_pretrained
+    from zoo.io import load_state_dict_strict
+    from zoo.models import get_model_info, split_name
 
     info = get_model_info(args.name)
     options = _parse_options(args.option)
     if args.whitening:
         options["whitening"] = args.whitening
     state_dict, config = convert_checkpoint(info, args.checkpoint, **options)
-    variant = {**info.variant_kwargs(), **config.get("variant", {})}
+    # The variant named on the command line, else the one the converter read from the checkpoint.
+    tag = split_name(args.name)[1] or config.get("variant_tag")
+    tag = tag if tag in info.variants else info.default_variant
+    variant = {**info.variant_kwargs(tag), **config.get("variant", {})}
     # Build the architecture and load strictly before writing anything: a converter that
     # produced keys the model does not have must fail here, not at first use.
     model = info.builder(**variant)
     load_state_dict_strict(model, state_dict, str(args.checkpoint))
-    config = {**config, "variant": variant, "descriptor_dim": info.dim(variant),
+    config = {**config, "variant": variant, "variant_tag": tag, "descriptor_dim": info.dim(variant),
+              "preprocessing": info.preprocessing_record(tag, variant),
               "weights": f"converted from {Path(args.checkpoint).name}"}
     with torch.no_grad():
         out = save_pretrained(args.out, state_dict, config, extra_files={"README.md": model_card(info.name, config)})
@@ -148,7 +166,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from huggingface_hub import HfApi
 
-    from zoo.hub import CONFIG_NAME, WEIGHTS_NAME, sha256_file
+    from zoo.hub import CONFIG_NAME, WEIGHTS_NAME
+    from zoo.io import sha256_file
 
     folder = Path(args.folder)
     for name in (WEIGHTS_NAME, CONFIG_NAME):
@@ -190,13 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="print every model of the registry as a table")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--markdown", action="store_true", help="the README's model table")
+    p.add_argument("--variants", action="store_true",
+                   help="one row per variant card: dimension, weights, recipe, evaluation table")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("convert", help="convert an authors' checkpoint into model.safetensors + config.json",
                        description="Read an original checkpoint (only tensors and plain values are unpickled), "
                                    "map it to the zoo's layout, check it loads strictly, and write OUT/model.safetensors, "
                                    "OUT/config.json (variant read from tensor shapes, source sha256) and a model card.")
-    p.add_argument("name", help="model name, e.g. dinov2_salad")
+    p.add_argument("name", help="model name, e.g. dinov2_salad, or name.variant, e.g. cvft_vgg.cvact")
     p.add_argument("--checkpoint", required=True, help="the original file (a TF checkpoint: its PREFIX)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--whitening", help="aml_student: learned whitening file to fold in")

@@ -9,13 +9,27 @@ process and the helpers below are no-ops.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from zoo.task import DistInfo
 from zoo.errors import InputError
+
+
+@dataclass
+class DistInfo:
+    """Where this process stands in the (possibly single-process) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
 def init_distributed(device: str | None = None) -> DistInfo:
@@ -85,3 +99,8 @@ def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

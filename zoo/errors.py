@@ -39,3 +39,10 @@ class InputError(ZooError, ValueError):
 
 class DatasetError(ZooError):
     """A data set folder or one of its files is missing or malformed."""
+
+
+class UnknownNameError(ZooError, KeyError):
+    """A name (model, variant, data set, protocol, task, recipe) that no registry knows."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from zoo.hub import save_pretrained
-from zoo.registry import get_model_info
+from zoo.models import get_model_info
 
 
 def model_card(name: str, config: dict[str, Any]) -> str:
@@ -33,12 +34,18 @@ def model_card(name: str, config: dict[str, Any]) -> str:
         "Load with `zoo.create_model(\"%s\", pretrained=\"<this directory or hf-hub:org/repo>\")`." % name,
         "",
     ]
-    if info.published:
+    if config.get("preprocessing"):
+        lines += ["## Preprocessing", "", "The evaluation preprocessing record (`config.json`, `preprocessing`); "
+                  "`zoo.model_transforms(model)` builds the transforms from it:", "", "```json",
+                  json.dumps(config["preprocessing"], indent=2, sort_keys=True), "```", ""]
+    tag = config.get("variant_tag")
+    published = info.published(tag) if tag in info.variants else ()
+    if published:
         lines += ["## Published results (the authors' numbers, not measured on these weights)", "",
-                  "| data set | metric | value | source |", "|---|---|---|---|"]
-        for r in info.published:
+                  "| benchmark | metric | value | source |", "|---|---|---|---|"]
+        for r in published:
             value = "not yet transcribed" if r.value is None else f"{r.value:g}"
-            lines.append(f"| {r.dataset} | {r.metric} | {value} | {r.source} |")
+            lines.append(f"| {r.benchmark} | {r.metric} | {value} | {r.source} |")
         lines.append("")
     lines += ["## Citation", "", "```bibtex", info.citation.strip(), "```", ""]
     return "\n".join(lines)

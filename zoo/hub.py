@@ -3,17 +3,19 @@
 ``pretrained`` (see :func:`zoo.create_model`) resolves in this order:
 
 * ``False``: nothing; the model keeps its random initialisation and nothing is downloaded.
-* ``True``: the model's ``"default"`` weight source in the registry. A ``"zoo"`` source is our
+* ``True``: the weight sources of the variant's card, tried in order. A ``"zoo"`` source is our
   safetensors + config.json on the Hub (pinned revision, sha256 checked); a ``"release"`` source
-  is the authors' checkpoint, downloaded once, converted and cached as safetensors.
-* a name of another registered source (e.g. ``"moco_v2"``, ``"backbone"``).
+  is the authors' checkpoint, downloaded once, converted and cached as safetensors. A source that
+  does not exist or cannot be reached passes to the next; a file whose sha256 differs from its pin
+  is refused outright. A variant without sources fails before any network access.
+* a name of one of the architecture's named sources (e.g. ``"moco_v2"``, ``"backbone"``).
 * ``"hf-hub:org/repo[@revision]"``: a repo laid out as ``python -m zoo export`` writes it.
 * a path: a directory (or ``model.safetensors``) written by ``python -m zoo convert``/``export``,
   or an original checkpoint, converted on the fly.
 
 Environment: ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME``/``HF_HUB_CACHE`` are read at call
 time (not only when huggingface_hub is first imported); ``TORCH_HOME`` locates the cache of
-converted releases (``$TORCH_HOME/zoo``); a :class:`~zoo.registry.UrlFile`'s ``env_base`` variable
+converted releases (``$TORCH_HOME/zoo``); a :class:`~zoo.models.cards.UrlFile`'s ``env_base`` variable
 overrides its base URL.
 """
 
@@ -42,7 +44,8 @@ from zoo.errors import (
     WeightsUnavailableError,
     ZooError,
 )
-from zoo.registry import HubFile, ModelInfo, UrlFile, WeightSource
+from zoo.io import atomic_path, load_state_dict_strict, sha256_file, zoo_cache_dir
+from zoo.models.cards import HubFile, ModelInfo, UrlFile, WeightSource
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -53,27 +56,12 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
-def zoo_cache_dir() -> Path:
-    """``$TORCH_HOME/zoo`` (``~/.cache/torch/zoo`` by default): converted releases and downloads."""
-    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
-    return Path(torch_home) / "zoo"
-
-
 def _hf_cache_dir() -> str | None:
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
     if os.environ.get("HF_HOME"):
         return os.path.join(os.environ["HF_HOME"], "hub")
     return None
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _SUPPLY_HINT = ("Supply the weights yourself with pretrained=PATH (command line: --pretrained PATH), a directory from "
@@ -223,24 +211,6 @@ def load_pretrained_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     return state_dict, config
 
 
-def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that lists every missing, unexpected and misshaped key."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    misshaped = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-                       for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
-    if missing or unexpected or misshaped:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:12]) + (f" ... (+{len(keys) - 12} more)" if len(keys) > 12 else "")
-        parts = [f"{label} ({len(keys)}): {show(keys)}" for label, keys in
-                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", misshaped)) if keys]
-        raise StateDictMismatchError(
-            f"{source} does not fit {type(model).__name__} — is it a checkpoint of another model or variant? "
-            + "; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
-
-
 # --------------------------------------------------------------------------- resolution
 
 
@@ -281,10 +251,17 @@ def convert_checkpoint(info: ModelInfo, checkpoint: str | Path, **options: Any) 
     return state_dict, {**config, "architecture": info.name, "source": source}
 
 
-def _convert_cached(info: ModelInfo, checkpoint: Path, options: dict[str, Any] | None = None) -> ResolvedWeights:
-    """Convert an original checkpoint once; later calls read the cached safetensors."""
+def download(ref: HubFile | UrlFile) -> Path:
+    """One pinned file, from the Hub or a URL (cached; sha256 checked when pinned)."""
+    return download_hub_file(ref) if isinstance(ref, HubFile) else download_url(ref)
+
+
+def _convert_cached(info: ModelInfo, checkpoint: Path, options: dict[str, Path] | None = None) -> ResolvedWeights:
+    """Convert an original checkpoint (with its option files) once; later calls read the cached safetensors."""
     # A TensorFlow checkpoint is a prefix (PREFIX.index + PREFIX.data-*): key it by its index.
-    digest = sha256_file(checkpoint if checkpoint.is_file() else Path(f"{checkpoint}.index"))
+    inputs = [checkpoint if checkpoint.is_file() else Path(f"{checkpoint}.index"), *(options or {}).values()]
+    digest = sha256_file(inputs[0]) if len(inputs) == 1 else \
+        hashlib.sha256("|".join(sha256_file(f) for f in inputs).encode()).hexdigest()
     cache = zoo_cache_dir() / "converted" / info.name / digest[:20]
     if (cache / WEIGHTS_NAME).is_file():
         state_dict, config = load_pretrained_dir(cache)
@@ -294,32 +271,61 @@ def _convert_cached(info: ModelInfo, checkpoint: Path, options: dict[str, Any] |
     return ResolvedWeights(f"{checkpoint} (converted)", state_dict, config)
 
 
-def _resolve_source(info: ModelInfo, tag: str, source: WeightSource) -> ResolvedWeights:
+def _resolve_source(info: ModelInfo, name: str, source: WeightSource) -> ResolvedWeights:
     if source.kind == "init":
-        assert source.init_fn is not None
-        return ResolvedWeights(f"{info.name}:{tag} ({source.description})", init_fn=source.init_fn)
+        init_fn = source.init_fn
+        assert init_fn is not None
+        paths = [download(ref) for ref in source.files()]
+        return ResolvedWeights(f"{info.name}:{name} ({source.description})",
+                               init_fn=lambda model: init_fn(model, *paths))
     if source.kind == "zoo":
         assert isinstance(source.file, HubFile)
         weights = download_hub_file(source.file)
-        config_ref = HubFile(source.file.repo_id, CONFIG_NAME, source.file.revision, None, source.file.repo_type)
-        download_hub_file(config_ref)
+        download_hub_file(HubFile(source.file.repo_id, CONFIG_NAME, source.file.revision, None, source.file.repo_type))
         state_dict, config = load_pretrained_dir(weights)
         return ResolvedWeights(f"hf-hub:{source.file.repo_id}@{source.file.revision}", state_dict, config)
     if source.kind == "release":
-        path = download_hub_file(source.file) if isinstance(source.file, HubFile) else download_url(source.file)
-        return _convert_cached(info, path)
-    raise ValueError(f"{info.name}:{tag}: unknown weight source kind {source.kind!r}")
+        assert source.file is not None
+        path = download(source.file)
+        options = {option: download(ref) for option, ref in source.extra_files.items()}
+        return _convert_cached(info, path, options)
+    raise ValueError(f"{info.name}:{name}: unknown weight source kind {source.kind!r}")
 
 
-def resolve_weights(info: ModelInfo, pretrained: bool | str) -> ResolvedWeights | None:
-    """Find the weights ``pretrained`` names for model ``info`` (see the module docstring)."""
+def _no_weights_message(info: ModelInfo, tag: str) -> str:
+    having = [f"{info.name}.{t}" for t in info.pretrained_variants()]
+    if info.no_weights_reason and not having:
+        return info.no_weights_reason
+    where = (f"variants with published weights: {', '.join(having)}" if having
+             else f"no variant of {info.name} has published weights")
+    return (f"{info.name}.{tag} has no published weights ({where}). Pass pretrained=PATH (a folder from "
+            "`python -m zoo convert` or a training run's export), or pretrained=False for random weights."
+            + (f" {info.no_weights_reason}" if info.no_weights_reason else ""))
+
+
+# Errors after which the next source of a variant is tried: the source is absent or unreachable.
+_TRY_NEXT = (WeightsNotFoundError, WeightsUnavailableError, DownloadError)
+
+
+def resolve_weights(info: ModelInfo, pretrained: bool | str, tag: str | None = None) -> ResolvedWeights | None:
+    """Find the weights ``pretrained`` names for variant ``tag`` of model ``info`` (see the module docstring)."""
     if pretrained is False or pretrained is None:
         return None
+    tag = tag or info.default_variant
     if pretrained is True:
-        if "default" not in info.weights:
-            raise WeightsUnavailableError(
-                info.no_weights_reason or f"{info.name} has no published weights; pass pretrained=PATH.")
-        return _resolve_source(info, "default", info.weights["default"])
+        sources = info.variant(tag).weights
+        if not sources:
+            raise WeightsUnavailableError(_no_weights_message(info, tag))
+        failures: list[str] = []
+        for i, source in enumerate(sources):
+            try:
+                return _resolve_source(info, tag, source)
+            except _TRY_NEXT as err:
+                if i == len(sources) - 1:
+                    if failures:
+                        raise type(err)(f"{err} (tried before: {'; '.join(failures)})") from err
+                    raise
+                failures.append(f"{source.description}: {err}")
     if not isinstance(pretrained, (str, os.PathLike)):
         raise TypeError(f"pretrained must be True, False or a string, not {type(pretrained).__name__}")
     pretrained = str(pretrained)

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from zoo.errors import CheckpointError, DatasetError, InputError, UnsafeCheckpointError
+from zoo.errors import CheckpointError, DatasetError, InputError, StateDictMismatchError, UnsafeCheckpointError
 
 # Modules whose globals can execute code, touch files or the network when called.
 _DANGEROUS_MODULES = (
@@ -205,6 +205,27 @@ def load_npy(path: str | Path) -> Any:
             f.seek(0)
             return np.load(f, allow_pickle=False)
         return _restricted_module(str(path)).Unpickler(f).load()
+
+
+# --------------------------------------------------------------------------- state dicts
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists every missing, unexpected and misshaped key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    misshaped = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                       for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    if missing or unexpected or misshaped:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:12]) + (f" ... (+{len(keys) - 12} more)" if len(keys) > 12 else "")
+        parts = [f"{label} ({len(keys)}): {show(keys)}" for label, keys in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", misshaped)) if keys]
+        raise StateDictMismatchError(
+            f"{source} does not fit {type(model).__name__} — is it a checkpoint of another model or variant? "
+            + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)
 
 
 # --------------------------------------------------------------------------- atomic writes

@@ -64,7 +64,7 @@ def retrieve_folders(model_name: str, queries: str | Path, database: str | Path,
 
     query_paths, database_paths = list_images(queries), list_images(database)
     model = zoo.create_model(model_name, pretrained=pretrained).to(device)
-    query_tf, database_tf = zoo.get_transforms(model_name, **model.zoo_config["variant"])
+    query_tf, database_tf = zoo.model_transforms(model)
     common = dict(batch_size=batch_size, device=device, precision=precision, num_workers=num_workers)
     q = extract_descriptors(model, [ImageRecord(p) for p in query_paths], query_tf, side="query",
                             desc="queries", **common).descriptors

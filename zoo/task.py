@@ -20,19 +20,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Sampler
 
-
-@dataclass
-class DistInfo:
-    """Where this process stands in the (possibly single-process) run."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+from zoo.distributed import DistInfo
+from zoo.registry import Registry, import_submodules
 
 
 @dataclass
@@ -57,6 +46,8 @@ class TrainTask:
     collate_fn: Callable | None = None
     #: items per rank per micro-batch (global batch / (world size * accumulation)); set by the engine
     micro_batch_size: int = 0
+    #: ``zoo.create_model``, set by the engine: a task builds its models through it
+    create_model: Callable[..., nn.Module]
 
     def __init__(self, recipe: dict[str, Any], data_root: Path | None, dist: DistInfo) -> None:
         self.recipe = recipe
@@ -121,24 +112,14 @@ class TrainTask:
         return model
 
 
-_TASKS: dict[str, type[TrainTask]] = {}
+#: Training tasks by name (a recipe's ``task:``); each method folder's ``task`` module registers its own.
+TASKS: Registry[type[TrainTask]] = Registry(
+    "training task", discover=lambda: import_submodules("zoo.models", suffix=".task", packages_only=True))
 
 
 def register_task(name: str) -> Callable[[type[TrainTask]], type[TrainTask]]:
-    def wrap(cls: type[TrainTask]) -> type[TrainTask]:
-        _TASKS[name] = cls
-        return cls
-    return wrap
+    return TASKS.register(name)
 
 
 def get_task(name: str) -> type[TrainTask]:
-    import importlib
-    import pkgutil
-
-    import zoo.models as package
-    for mod in pkgutil.iter_modules(package.__path__):
-        if mod.ispkg:
-            importlib.import_module(f"zoo.models.{mod.name}.task")
-    if name not in _TASKS:
-        raise KeyError(f"unknown training task {name!r}; known: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name]
+    return TASKS.get(name)

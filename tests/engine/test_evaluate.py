@@ -35,8 +35,6 @@ rows:
     protocol: vpr_recall
     protocol_args: {k_values: [1, 2, 5]}
     metrics: [R@1, R@2, R@5]
-    published: {R@1: 100.0, R@2: 80.0, R@5: null}
-    source: "made up for the test"
     tolerance: 0.5
   - label: "tiny / cross-view rank"
     model: tiny_eval_cnn.d8
@@ -46,8 +44,7 @@ rows:
     data_subdir: tiny
     protocol: cross_view_rank
     metrics: [R@1, R@5, R@10, R@1%]
-    published: null
-    source: ""
+    benchmark: tiny_eval_cross_view
 """
 
 

@@ -26,7 +26,8 @@ from torch.utils.data import Dataset
 import zoo
 from zoo.task import StepContext, TrainTask, register_task
 from zoo.layers.norm import l2n
-from zoo.registry import ModelInfo, register_model
+from zoo.models import MODELS
+from zoo.models.cards import ModelInfo, Variant
 
 
 class ToyNet(nn.Module):
@@ -40,11 +41,11 @@ class ToyNet(nn.Module):
     encode_query = encode_database = forward
 
 
-register_model(ModelInfo(
+MODELS.register("toy_mlp", ModelInfo(
     name="toy_mlp", builder=ToyNet, paper="test-only toy model", arxiv=None, task="test",
     licence="MIT", code_licence="MIT", original_code="tests/engine/toy_task.py", citation="none",
-    descriptor_dim=lambda kw: kw.get("dim", 4), variants={"default": {}},
-    transforms=lambda **kw: (torch.as_tensor, torch.as_tensor),
+    descriptor_dim=lambda kw: kw.get("dim", 4), variants={"default": Variant()},
+    preprocessing=lambda args: {}, transforms=lambda: (torch.as_tensor, torch.as_tensor),
 ))
 
 

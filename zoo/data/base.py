@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from zoo.errors import DatasetError
+from zoo.registry import Registry, import_submodules
 
 
 @dataclass(frozen=True)
@@ -55,40 +56,21 @@ class RetrievalSet:
 
 
 EvalReader = Callable[..., RetrievalSet]
-_READERS: dict[str, EvalReader] = {}
+#: Evaluation splits by name; the modules of :mod:`zoo.data` register theirs when first needed.
+DATASETS: Registry[EvalReader] = Registry("data set", discover=lambda: import_submodules("zoo.data"))
 
 
 def register_eval_dataset(name: str) -> Callable[[EvalReader], EvalReader]:
-    def wrap(fn: EvalReader) -> EvalReader:
-        if name in _READERS and _READERS[name] is not fn:
-            raise ValueError(f"eval data set {name!r} registered twice")
-        _READERS[name] = fn
-        return fn
-    return wrap
-
-
-def _import_readers() -> None:
-    import importlib
-    import pkgutil
-
-    import zoo.data as package
-    for mod in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"zoo.data.{mod.name}")
+    return DATASETS.register(name)
 
 
 def eval_dataset_names() -> list[str]:
-    _import_readers()
-    return sorted(_READERS)
+    return DATASETS.names()
 
 
 def build_eval_dataset(name: str, root: str | Path, **options: Any) -> RetrievalSet:
-    _import_readers()
-    if name not in _READERS:
-        import difflib
-        close = difflib.get_close_matches(name, list(_READERS), n=3)
-        raise DatasetError(f"unknown eval data set {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
-                           + f" Known: {', '.join(sorted(_READERS))}")
+    reader = DATASETS.get(name)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"data root for {name} not found: {root}")
-    return _READERS[name](root, **options)
+    return reader(root, **options)

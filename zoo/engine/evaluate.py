@@ -31,13 +31,17 @@ __all__ = ["TableRow", "Table", "RowResult", "TableResult", "default_tables_dir"
 
 REQUIRED_ROW_KEYS = ("label", "model", "dataset", "data_subdir", "protocol", "metrics")
 OPTIONAL_ROW_KEYS = {"pretrained": True, "model_args": {}, "dataset_args": {}, "protocol_args": {},
-                     "published": None, "source": "", "tolerance": 0.5}
+                     "benchmark": None, "tolerance": 0.5}
 TABLE_KEYS = ("name", "title", "rows")
 
 
 @dataclass
 class TableRow:
-    """One row of a table: a model evaluated on a data set with a protocol, and what was published."""
+    """One row of a table: a model evaluated on a data set with a protocol, and what was published.
+
+    ``published`` and ``source`` are not written in the table: they are the numbers of the row's
+    ``benchmark`` (default: its data set) on the card of the row's model variant.
+    """
 
     label: str
     model: str
@@ -49,9 +53,10 @@ class TableRow:
     model_args: dict[str, Any] = field(default_factory=dict)
     dataset_args: dict[str, Any] = field(default_factory=dict)
     protocol_args: dict[str, Any] = field(default_factory=dict)
+    benchmark: str | None = None
+    tolerance: float = 0.5
     published: dict[str, float | None] | None = None
     source: str = ""
-    tolerance: float = 0.5
 
     def published_value(self, metric: str) -> float | None:
         return None if not self.published else self.published.get(metric)
@@ -146,10 +151,27 @@ def load_table(name: str | Path, tables_dir: str | Path | None = None) -> Table:
                 raise InputError(f"{where}: {key} must be a mapping")
         if not isinstance(values["metrics"], list) or not values["metrics"]:
             raise InputError(f"{where}: metrics must be a non-empty list")
-        if values["published"] is not None and not isinstance(values["published"], dict):
-            raise InputError(f"{where}: published must be a mapping metric -> number (or null)")
-        rows.append(TableRow(**values))
+        row = TableRow(**values)
+        row.benchmark = row.benchmark or row.dataset
+        row.published, row.source = card_results(row.model, row.benchmark)
+        rows.append(row)
     return Table(name=str(raw["name"]), title=str(raw["title"]), rows=rows, path=path)
+
+
+def card_results(model: str, benchmark: str) -> tuple[dict[str, float | None] | None, str]:
+    """The published numbers of ``benchmark`` on the card of ``model`` (``arch[.variant]``) and their source.
+
+    A model the registry does not know (e.g. one a plugin registers later) has none yet.
+    """
+    from zoo.models import MODELS, get_model_info, split_name
+
+    arch, tag = split_name(model)
+    if arch not in MODELS:
+        return None, ""
+    found = [r for r in get_model_info(arch).published(tag) if r.benchmark == benchmark]
+    if not found:
+        return None, ""
+    return {r.metric: r.value for r in found}, "; ".join(dict.fromkeys(r.source for r in found))
 
 
 def select_rows(table: Table, rows: Sequence[str] | None = None, model: str | None = None) -> list[TableRow]:
@@ -238,7 +260,7 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
                            "(python eval/reproduce.py --list --data-root ... shows which).")
     # Fail on a misspelt model, data set or protocol before extracting anything.
     from zoo.data.base import eval_dataset_names
-    from zoo.registry import get_model_info
+    from zoo.models import get_model_info
     known_sets = eval_dataset_names()
     for r in selected:
         get_model_info(r.model)
@@ -286,7 +308,7 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
         _, net, w_hash = built
         dataset = build_eval_dataset(row.dataset, data_root / row.data_subdir, **row.dataset_args)
         # The transforms of the variant actually built (converted weights carry their own, e.g. input sizes).
-        q_tf, d_tf = zoo.get_transforms(row.model, **net.zoo_config["variant"])
+        q_tf, d_tf = zoo.model_transforms(net)
         sides = {}
         for side, records, tf in (("query", dataset.queries, q_tf), ("database", dataset.database, d_tf)):
             cache = None

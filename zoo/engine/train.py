@@ -35,12 +35,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+import zoo
 from zoo import distributed as D
+from zoo.distributed import unwrap
 from zoo.engine.checkpoint import check_plain, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zoo.engine.recipes import RecipeError, dump_recipe, validate
 from zoo.engine.schedules import Schedule, build_optimizer
 from zoo.task import DistInfo, StepContext, TrainTask, get_task
-from zoo.errors import DatasetError, InputError
+from zoo.errors import DatasetError, InputError, UnknownNameError
 
 log = logging.getLogger("zoo.train")
 
@@ -71,11 +73,6 @@ class TrainResult:
     epoch: int
     interrupted: bool
     last_metrics: dict[str, float]
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 # --------------------------------------------------------------------------- data
@@ -283,8 +280,6 @@ class MetricsLog:
 
 
 def _resolve_task(recipe: dict[str, Any]) -> type[TrainTask]:
-    import difflib
-
     for module in recipe["imports"]:
         try:
             importlib.import_module(module)
@@ -292,16 +287,12 @@ def _resolve_task(recipe: dict[str, Any]) -> type[TrainTask]:
             raise RecipeError(f"imports: cannot import {module!r} ({err})") from None
     try:
         return get_task(recipe["task"])
-    except KeyError:
-        from zoo.task import _TASKS
-        close = difflib.get_close_matches(recipe["task"], list(_TASKS), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise RecipeError(f"task: unknown training task {recipe['task']!r}.{hint} "
-                          f"Known tasks: {', '.join(sorted(_TASKS)) or 'none'}") from None
+    except UnknownNameError as err:
+        raise RecipeError(f"task: {err}") from None
 
 
 def _check_model(recipe: dict[str, Any]) -> None:
-    from zoo.registry import get_model_info
+    from zoo.models import get_model_info
 
     try:
         info = get_model_info(recipe["model"]["name"])
@@ -372,6 +363,7 @@ class Trainer:
             _check_resume_recipe(self.resume_state["recipe"], recipe, self.resume_from)
         self.task: TrainTask = self.task_cls(recipe, self.data_dir, self.dist)
         self.task.micro_batch_size = self.micro_batch
+        self.task.create_model = zoo.create_model
         self.task.check_data()
         self.evaluate = None
         if recipe["eval"]:
@@ -582,7 +574,7 @@ class Trainer:
         for key in spec["args"]:
             if key in ("table", "data_root", "model", "pretrained", "device", "out_dir") or key not in accepted:
                 raise RecipeError(f"eval.args.{key}: not an option of evaluation during training")
-        from zoo.registry import get_model_info, split_name
+        from zoo.models import get_model_info, split_name
 
         table = evaluate.load_table(spec["table"])
         arch, tag = split_name(self.recipe["model"]["name"])

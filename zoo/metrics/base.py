@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import torch
 
+from zoo.registry import Registry, import_submodules
+
 
 @dataclass
 class ProtocolResult:
@@ -26,25 +28,13 @@ class ProtocolResult:
 
 
 Protocol = Callable[..., ProtocolResult]
-_PROTOCOLS: dict[str, Protocol] = {}
+#: Evaluation protocols by name; the modules of :mod:`zoo.metrics` register theirs when first needed.
+PROTOCOLS: Registry[Protocol] = Registry("evaluation protocol", discover=lambda: import_submodules("zoo.metrics"))
 
 
 def register_protocol(name: str) -> Callable[[Protocol], Protocol]:
-    def wrap(fn: Protocol) -> Protocol:
-        if name in _PROTOCOLS and _PROTOCOLS[name] is not fn:
-            raise ValueError(f"protocol {name!r} registered twice")
-        _PROTOCOLS[name] = fn
-        return fn
-    return wrap
+    return PROTOCOLS.register(name)
 
 
 def get_protocol(name: str) -> Protocol:
-    import importlib
-    import pkgutil
-
-    import zoo.metrics as package
-    for mod in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"zoo.metrics.{mod.name}")
-    if name not in _PROTOCOLS:
-        raise KeyError(f"unknown evaluation protocol {name!r}; known: {', '.join(sorted(_PROTOCOLS))}")
-    return _PROTOCOLS[name]
+    return PROTOCOLS.get(name)

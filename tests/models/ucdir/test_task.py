@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -48,10 +47,7 @@ def test_task_checks_data_and_arguments(tmp_path: Path) -> None:
 def test_smoke_recipe_trains_clusters_and_the_loss_falls(tmp_path: Path) -> None:
     data = make_office_home(tmp_path, domains=("Product", "Clipart"), num_classes=3, per_class=2, size=40)
     recipe = resolve_recipe("ucdir-smoke")
-    start = time.perf_counter()
     result = train(recipe, TrainOptions(out_dir=tmp_path / "run", data_root=data.parent, device="cpu", progress=False))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"ucdir-smoke took {elapsed:.1f}s"
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r.get("kind") == "train"]
     assert len(rows) == 30  # one step per epoch

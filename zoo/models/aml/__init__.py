@@ -1,3 +1,5 @@
-"""aml: network, converter, loss, training task and cards."""
+"""aml: students and teachers, converter for AML and cirtorch files, losses, training task and cards."""
 
-from zoo.models.aml import modeling  # noqa: F401  (registers the cards)
+from zoo.models.aml.cards import MODEL
+
+__all__ = ["MODEL"]

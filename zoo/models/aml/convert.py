@@ -211,42 +211,4 @@ def convert_aml(path: str | Path, whitening: str | Path | None = None, teacher_c
     variant = {"student": student, "teacher": teacher, "asymmetric": asym, "whitening": white is not None}
     short = {"mobilenet_v2": "mobilenetv2", "efficientnet_b3": "efficientnetb3"}
     tag = f"teacher_{teacher}" if student is None else f"{short[student]}_{teacher}" + ("_asym" if asym else "")
-    return sd, {"variant": variant, "variant_tag": tag, "source": source,
-                "preprocessing": {"imsize": 1024, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
-
-
-def load_release_into(model: nn.Module) -> None:
-    """Download (once), convert (once, cached) and load the authors' release fitting ``model``.
-
-    Student: AML's contrastive student ``<student>_gem_contr_<teacher>.pth.tar`` (+ its whitening
-    file when symmetric); teacher (asymmetric, or alone): cirtorch ``retrievalSfM120k-<teacher>-gem``.
-    """
-    from zoo.hub import download_url, load_pretrained_dir, load_state_dict_strict, save_pretrained, zoo_cache_dir
-    from zoo.models.aml import modeling as M
-
-    student = model.student.arch if model.student is not None else None
-    teacher = model.teacher.arch if model.teacher is not None else {2048: "resnet101", 512: "vgg16"}[model.dim]
-    names = []
-    if student is None:
-        ckpt = download_url(M.teacher_url(teacher))
-        options: dict[str, Any] = {}
-        names.append(ckpt.name)
-    else:
-        fn = M.student_file(student, teacher)
-        ckpt = download_url(M.student_url(fn))
-        names.append(ckpt.name)
-        if model.teacher is not None:
-            options = {"teacher_checkpoint": download_url(M.teacher_url(teacher))}
-            names.append(options["teacher_checkpoint"].name)
-        else:
-            options = {"whitening": download_url(M.student_url(M.whitening_file(fn)))}
-            names.append(options["whitening"].name)
-    cache = zoo_cache_dir() / "converted" / "aml_student" / hashlib.sha256("|".join(names).encode()).hexdigest()[:20]
-    if (cache / "model.safetensors").is_file():
-        state, _ = load_pretrained_dir(cache)
-    else:
-        state, config = convert_aml(ckpt, **options)
-        save_pretrained(cache, state, {**config, "architecture": "aml_student"})
-    if model.whiten_ss is None:
-        state = {k: v for k, v in state.items() if not k.startswith("whiten_")}
-    load_state_dict_strict(model, state, f"AML release ({', '.join(names)})")
+    return sd, {"variant": variant, "variant_tag": tag, "source": source}

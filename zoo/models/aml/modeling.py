@@ -33,7 +33,7 @@ parameters; cirtorch teachers ship both, AML students one file used for both (as
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,6 @@ from torch import nn
 from zoo.errors import InputError
 from zoo.layers.gem import GeM
 from zoo.layers.whitening import LearnedWhitening
-from zoo.registry import ModelInfo, PublishedResult, UrlFile, WeightSource, register_model
 
 TEACHER_DIMS = {"resnet101": 2048, "vgg16": 512}
 STUDENT_CHANNELS = {"mobilenet_v2": 1280, "efficientnet_b3": 1536}
@@ -240,27 +239,31 @@ class ResizeLongest:
 
 
 class AMLTransform:
-    """PIL image -> ``(3, H, W)`` float tensor: :class:`ResizeLongest`, ``ToTensor``, ImageNet normalisation."""
+    """PIL image -> ``(3, H, W)`` float tensor: :class:`ResizeLongest`, ``ToTensor``, normalisation."""
 
-    def __init__(self, imsize: int = 1024) -> None:
+    def __init__(self, imsize: int = 1024, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
         from torchvision import transforms as T
         self.resize = ResizeLongest(imsize)
-        self.to_tensor = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        self.to_tensor = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
 
     def __call__(self, img: Image.Image, box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
         return self.to_tensor(self.resize(img, box))
 
     def __repr__(self) -> str:
-        return f"AMLTransform({self.resize!r}, ImageNet mean/std)"
+        return f"AMLTransform(imsize={self.resize.imsize})"
 
 
-def aml_transforms(imsize: int = 1024, **_: Any) -> tuple[Callable, Callable]:
+def aml_preprocessing(args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """AML's test.py preprocessing record: longest side to ``imsize`` (1024) px, ImageNet mean/std."""
+    return {"imsize": int((args or {}).get("imsize", 1024)), "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+def aml_transforms(imsize: int = 1024, mean: Sequence[float] = IMAGENET_MEAN,
+                   std: Sequence[float] = IMAGENET_STD) -> tuple[Callable, Callable]:
     """Query and database preprocessing (the same; queries are cropped to their box by the loader)."""
-    tf = AMLTransform(imsize)
+    tf = AMLTransform(imsize, mean, std)
     return tf, tf
-
-
-# --------------------------------------------------------------------------- registry
 
 
 def aml_student(student: str | None = "mobilenet_v2", teacher: str = "resnet101", asymmetric: bool = False,
@@ -268,60 +271,14 @@ def aml_student(student: str | None = "mobilenet_v2", teacher: str = "resnet101"
                 imsize: int = 1024) -> AMLModel:
     """Build an AML model with random weights (no download). See :class:`AMLModel`.
 
-    ``imsize`` only affects the transforms (longer side, default 1024 as AML's test.py).
+    ``imsize`` is the evaluation preprocessing's longest side (default 1024, as AML's test.py); it goes
+    into the model's preprocessing record, not into the network.
     """
     del imsize
     return AMLModel(student, teacher, asymmetric, whitening, multiscale, teacher_msp)
 
 
-def _variants() -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for teacher in ("resnet101", "vgg16"):
-        for student, short in (("mobilenet_v2", "mobilenetv2"), ("efficientnet_b3", "efficientnetb3")):
-            out[f"{short}_{teacher}"] = {"student": student, "teacher": teacher}
-            out[f"{short}_{teacher}_asym"] = {"student": student, "teacher": teacher, "asymmetric": True}
-    for teacher in ("resnet101", "vgg16"):
-        out[f"teacher_{teacher}"] = {"student": None, "teacher": teacher}
-    # default first: MobileNetV2 student of the ResNet-101 teacher
-    return out
-
-
-AML_BASE_URL = "http://files.inria.fr/aml/"
-CIRTORCH_BASE_URL = "http://cmp.felk.cvut.cz/cnnimageretrieval/data/networks/retrieval-SfM-120k/"
-#: cirtorch's PRETRAINED table (cirtorch/examples/test.py); AML's test.py downloads the same files.
-TEACHER_FILES = {
-    "resnet101": "retrievalSfM120k-resnet101-gem-b80fb85.pth",
-    "vgg16": "retrievalSfM120k-vgg16-gem-b4dcdc6.pth",
-}
-#: AML's released students (test.py PRETRAINED); whitening = same name + "_whitening.pth".
-STUDENT_LOSSES = ("contr", "contr_plus", "reg", "rkd", "triplet", "dark", "ms")
-
-
-def student_file(student: str, teacher: str, loss: str = "contr") -> str:
-    name = f"{student}_gem_{loss}_{teacher}"
-    # as released: one archive carries a stray "aa" in its name
-    return name + (".pthaa.tar" if name == "efficientnet_b3_gem_reg_vgg16" else ".pth.tar")
-
-
-def whitening_file(student_filename: str) -> str:
-    stem = student_filename.split(".")[0]
-    return stem + "_whitening.pth"
-
-
-def teacher_url(teacher: str) -> UrlFile:
-    return UrlFile(CIRTORCH_BASE_URL + TEACHER_FILES[teacher], env_base="ZOO_CIRTORCH_BASE_URL")
-
-
-def student_url(filename: str) -> UrlFile:
-    return UrlFile(AML_BASE_URL + filename, env_base="ZOO_AML_BASE_URL")
-
-
-def _load_release_for_variant(model: nn.Module) -> None:
-    from zoo.models.aml.convert import load_release_into
-    load_release_into(model)
-
-
-def _imagenet_init(model: nn.Module) -> None:
+def imagenet_init(model: nn.Module) -> None:
     """The student's trunk from ImageNet (what AML trains from): torchvision MobileNetV2 V1 weights
     or timm ``tf_efficientnet_b3.aa_in1k`` (the weights timm's ``tf_efficientnet_b3`` loaded in 2020).
     The 1x1 projection and the teacher keep their initialisation."""
@@ -336,61 +293,3 @@ def _imagenet_init(model: nn.Module) -> None:
         import timm
         net = timm.create_model("tf_efficientnet_b3.aa_in1k", pretrained=True, num_classes=0, global_pool="")
         student.backbone.net.load_state_dict(net.state_dict())
-
-
-def _weights() -> dict[str, WeightSource]:
-    weights = {
-        "default": WeightSource(
-            "init",
-            "authors' release for the variant built: AML contrastive student "
-            f"({AML_BASE_URL}<student>_gem_contr_<teacher>.pth.tar + _whitening.pth) and, when asymmetric "
-            f"or alone, the cirtorch teacher ({CIRTORCH_BASE_URL}); downloaded once, converted, cached",
-            init_fn=_load_release_for_variant, licence="no licence file (budnikm/aml); cirtorch: MIT"),
-    }
-    weights["imagenet"] = WeightSource(
-        "init", "student trunk pre-trained on ImageNet (torchvision MobileNetV2 IMAGENET1K_V1 / timm "
-        "tf_efficientnet_b3.aa_in1k), for training", init_fn=_imagenet_init)
-    for teacher in TEACHER_DIMS:
-        weights[f"teacher_{teacher}"] = WeightSource(
-            "release", f"cirtorch retrieval-SfM-120k GeM {teacher} with learned whitening",
-            file=teacher_url(teacher), licence="MIT (cnnimageretrieval-pytorch)")
-    for student in STUDENT_CHANNELS:
-        for teacher in TEACHER_DIMS:
-            for loss in STUDENT_LOSSES:
-                fn = student_file(student, teacher, loss)
-                weights[fn.split(".")[0]] = WeightSource(
-                    "release", f"AML student {student}, loss {loss}, teacher {teacher} (its whitening file is "
-                    "fetched beside it)", file=student_url(fn), licence="no licence file (budnikm/aml)")
-    return weights
-
-
-def _converter(path: Any, **options: Any) -> Any:
-    from zoo.models.aml.convert import convert_aml
-    return convert_aml(path, **options)
-
-
-INFO = register_model(ModelInfo(
-    name="aml_student",
-    builder=aml_student,
-    paper="Asymmetric metric learning for knowledge transfer (Budnik & Avrithis, CVPR 2021)",
-    arxiv="2006.16331",
-    task="image retrieval (symmetric and asymmetric: student queries, teacher database)",
-    licence="no licence stated for the AML weights; cirtorch teachers MIT",
-    code_licence="budnikm/aml: no licence file; filipradenovic/cnnimageretrieval-pytorch: MIT",
-    original_code="https://github.com/budnikm/aml",
-    citation=("@inproceedings{budnik2021asymmetric, title={Asymmetric metric learning for knowledge transfer}, "
-              "author={Budnik, Mateusz and Avrithis, Yannis}, booktitle={CVPR}, year={2021}}"),
-    descriptor_dim=lambda kw: TEACHER_DIMS[kw.get("teacher", "resnet101")],
-    variants=_variants(),
-    transforms=aml_transforms,
-    weights=_weights(),
-    converter=_converter,
-    published=[
-        PublishedResult("roxford5k", "mAP-M", 65.4, "cnnimageretrieval-pytorch README, retrievalSfM120k-resnet101-gem, multi-scale + whitening (teacher_resnet101)"),
-        PublishedResult("roxford5k", "mAP-H", 40.1, "cnnimageretrieval-pytorch README, retrievalSfM120k-resnet101-gem, multi-scale + whitening (teacher_resnet101)"),
-        PublishedResult("rparis6k", "mAP-M", 76.7, "cnnimageretrieval-pytorch README, retrievalSfM120k-resnet101-gem, multi-scale + whitening (teacher_resnet101)"),
-        PublishedResult("rparis6k", "mAP-H", 55.2, "cnnimageretrieval-pytorch README, retrievalSfM120k-resnet101-gem, multi-scale + whitening (teacher_resnet101)"),
-    ],
-    summary="AML students (MobileNetV2, EfficientNet-B3) of cirtorch GeM teachers (ResNet-101, VGG16); "
-            "asymmetric variants encode queries with the student and the database with the teacher.",
-))

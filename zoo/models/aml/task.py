@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from zoo.data.sfm120k import EpochTuples, ImageList, draw_pairs, draw_pool, mine_negatives, read_sfm120k
 from zoo.task import StepContext, TrainTask, register_task
+from zoo.distributed import unwrap
 from zoo.errors import InputError
 from zoo.models.aml.loss import contrastive_loss, regression_loss, rkd_loss, tuple_labels
 
@@ -69,7 +70,7 @@ class _AMLItems(Dataset):
         return self.task.items_per_epoch
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from zoo.io import load_image
+        from zoo.io import load_image, zoo_cache_dir
         t = self.task
         if t.tuples is None:
             raise InputError("AML: no tuples for this epoch (on_epoch_start was not run)")
@@ -123,9 +124,8 @@ class AMLTask(TrainTask):
                                 else min(self.query_size, len(self.split.qpool)))
 
     def build_model(self) -> nn.Module:
-        import zoo
         spec = self.recipe["model"]
-        model = zoo.create_model(spec["name"], pretrained=spec.get("pretrained", False), variant=spec.get("variant"),
+        model = self.create_model(spec["name"], pretrained=spec.get("pretrained", False), variant=spec.get("variant"),
                                  **(spec.get("args") or {}))
         if model.teacher is not None or model.student is None:
             raise InputError("model: AML trains a student alone (a symmetric variant, e.g. mobilenetv2_resnet101); "
@@ -156,8 +156,6 @@ class AMLTask(TrainTask):
                 raise InputError(f"{self.teacher_features_path}: {arr.shape[1]} columns for {len(self.split.images)} images")
             self._teacher_feats = torch.from_numpy(np.ascontiguousarray(arr.T)).float()
             return self._teacher_feats
-        import zoo
-        from zoo.hub import zoo_cache_dir
         pretrained = self.teacher_pretrained if self.teacher_pretrained is not None else f"teacher_{self.teacher_name}"
         pkl = Path(self.data_root) / "retrieval-SfM-120k.pkl"
         key = hashlib.sha256(f"{pkl.resolve()}|{pkl.stat().st_size}|{pkl.stat().st_mtime_ns}|{self.teacher_name}|"
@@ -169,7 +167,7 @@ class AMLTask(TrainTask):
         # random teacher (pretrained=False, smoke runs): seeded so that every rank builds the same one
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.recipe.get("seed", 0))
-            teacher = zoo.create_model("aml_student", variant=f"teacher_{self.teacher_name}", pretrained=pretrained,
+            teacher = self.create_model("aml_student", variant=f"teacher_{self.teacher_name}", pretrained=pretrained,
                                        whitening=False).to(self.dist.device).eval()
         feats = extract(teacher.teacher, self.split.images, self.transform, self.dist.device, "teacher descriptors")
         if pretrained is not False and self.dist.is_main:
@@ -195,7 +193,6 @@ class AMLTask(TrainTask):
 
     # -- the loop --
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
-        from zoo.engine.train import unwrap
         if epoch == 0 and self.calibrate_bn:
             self._calibrate_bn(unwrap(model).student)
         gen = torch.Generator().manual_seed(self.recipe.get("seed", 0) * 1_000_003 + epoch)

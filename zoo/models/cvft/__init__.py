@@ -1,3 +1,5 @@
-"""cvft: network, converter, loss, training task and cards."""
+"""cvft: network, TensorFlow checkpoint reader and converter, loss, training task and cards."""
 
-from zoo.models.cvft import modeling  # noqa: F401  (registers the cards)
+from zoo.models.cvft.cards import MODEL
+
+__all__ = ["MODEL"]

@@ -93,8 +93,6 @@ def convert_cvft_checkpoint(path: str | Path, **_: Any) -> tuple[dict[str, torch
     skipped = sorted(present - model_vars)
     config = {
         "variant": {},
-        "variant_tag": "vgg16",
-        "preprocessing": "BGR, cv2 INTER_AREA to 112x616 (ground) / 256x256 (aerial), minus Caffe means (103.939, 116.779, 123.6)",
         "source": {"format": "tensorflow-v2-checkpoint", "skipped_training_state": len(skipped)},
     }
     return state_dict, config

@@ -15,7 +15,7 @@ Original: https://github.com/YujiaoShi/cross_view_localization_CVFT (``script/ot
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,6 @@ from zoo.errors import InputError
 from zoo.layers.norm import l2n
 from zoo.layers.sinkhorn import log_sinkhorn
 from zoo.layers.tf_compat import Conv2dSame, resize_bilinear_tf1
-from zoo.registry import ModelInfo, PublishedResult, WeightSource, register_model
 
 #: VGG16 conv layers in order, with a 2x2 max pool after the marked ones (VGG.py has no pool after conv5_3).
 VGG16_LAYERS: tuple[tuple[str, int, int, bool], ...] = (
@@ -192,33 +191,46 @@ def _require_cv2() -> Any:
 
 class CaffeBGRTransform:
     """PIL image -> ``(3, H, W)`` float tensor the way CVFT's loaders prepare ``cv2.imread`` output:
-    BGR channel order, ``cv2.resize(..., INTER_AREA)`` to ``size``, Caffe means subtracted, no scaling.
+    BGR channel order, ``cv2.resize(..., INTER_AREA)`` to ``size``, ``mean_bgr`` subtracted, no scaling.
 
     ``cv2.imread`` and PIL both decode JPEG with libjpeg(-turbo) and PNG losslessly, so the PIL
     image reversed to BGR holds the same pixels the original read from disk.
     """
 
-    def __init__(self, size: tuple[int, int]) -> None:
+    def __init__(self, size: Sequence[int], mean_bgr: Sequence[float] = CAFFE_BGR_MEAN) -> None:
         self.size = tuple(size)
+        self.mean_bgr = tuple(mean_bgr)
 
     def __call__(self, image: Any) -> torch.Tensor:
         cv2 = _require_cv2()
         rgb = np.asarray(image.convert("RGB"))
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         bgr = cv2.resize(bgr, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
-        out = bgr.astype(np.float32) - np.asarray(CAFFE_BGR_MEAN, dtype=np.float32)
+        out = bgr.astype(np.float32) - np.asarray(self.mean_bgr, dtype=np.float32)
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
     def __repr__(self) -> str:
-        return f"CaffeBGRTransform(size={self.size}, interpolation=INTER_AREA, mean_bgr={CAFFE_BGR_MEAN})"
+        return f"CaffeBGRTransform(size={self.size}, interpolation=INTER_AREA, mean_bgr={self.mean_bgr})"
 
 
-def cvft_transforms(ground_size: tuple[int, int] = GROUND_SIZE, aerial_size: tuple[int, int] = AERIAL_SIZE,
-                    **_: Any) -> tuple[Callable, Callable]:
-    """``(ground transform, aerial transform)``. CVUSA panoramas (1232x224) are resized to 616x112 and
-    aerial images (750x750) to 256x256; CVACT_val files already have those sizes (the resize is then
-    the identity)."""
-    return CaffeBGRTransform(ground_size), CaffeBGRTransform(aerial_size)
+def cvft_preprocessing(args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The original loaders' preprocessing record at the sizes the model is built for."""
+    args = args or {}
+    return {"ground_size": list(args.get("ground_size", GROUND_SIZE)),
+            "aerial_size": list(args.get("aerial_size", AERIAL_SIZE)),
+            "channel_order": "BGR", "interpolation": "area", "mean_bgr": list(CAFFE_BGR_MEAN)}
+
+
+def cvft_transforms(ground_size: Sequence[int] = GROUND_SIZE, aerial_size: Sequence[int] = AERIAL_SIZE,
+                    channel_order: str = "BGR", interpolation: str = "area",
+                    mean_bgr: Sequence[float] = CAFFE_BGR_MEAN) -> tuple[Callable, Callable]:
+    """``(ground transform, aerial transform)`` from the record. CVUSA panoramas (1232x224) are resized to
+    616x112 and aerial images (750x750) to 256x256; CVACT_val files already have those sizes (the resize
+    is then the identity). Only the original's BGR order and OpenCV area resampling are implemented."""
+    if channel_order != "BGR" or interpolation != "area":
+        raise InputError(f"cvft_vgg preprocessing: channel_order={channel_order!r}, interpolation={interpolation!r}; "
+                         "only 'BGR' with 'area' (cv2.INTER_AREA), as the original loaders, is implemented")
+    return CaffeBGRTransform(ground_size, mean_bgr), CaffeBGRTransform(aerial_size, mean_bgr)
 
 
 # --------------------------------------------------------------------------- weights
@@ -240,51 +252,3 @@ def init_from_imagenet_vgg16(model: nn.Module) -> None:
             conv.bias.data.copy_(features[f"{index}.bias"])
 
 
-def _convert(path: Any, **options: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from zoo.models.cvft.convert import convert_cvft_checkpoint
-    return convert_cvft_checkpoint(path, **options)
-
-
-_DRIVE = "https://drive.google.com/file/d/1c_T8vkUY72EoqR7vzzm6wXBSfC9r3SBG/view?usp=sharing"
-_SOURCE = "YujiaoShi/cross_view_localization_CVFT README.md, 'Results' table"
-
-register_model(ModelInfo(
-    name="cvft_vgg",
-    builder=cvft_vgg,
-    paper="Optimal Feature Transport for Cross-View Image Geo-Localization (AAAI 2020)",
-    arxiv="1907.05021",
-    task="cross-view geo-localization (ground panorama -> aerial image)",
-    licence="unspecified: the authors' repository and weights carry no licence",
-    code_licence="none (no licence file in YujiaoShi/cross_view_localization_CVFT)",
-    original_code="https://github.com/YujiaoShi/cross_view_localization_CVFT",
-    # The authors' BibTeX (their README), which cites the arXiv version of the AAAI 2020 paper.
-    citation=("@inproceedings{shi2019optimal,\n"
-              "  title={Optimal Feature Transport for Cross-View Image Geo-Localization},\n"
-              "  author={Shi, Yujiao and Yu, Xin and Liu, Liu and Zhang, Tong and Li, Hongdong},\n"
-              "  booktitle={arXiv preprint arXiv:1907.05021},\n"
-              "  year={2019}\n}"),
-    descriptor_dim=descriptor_dim,
-    variants={"vgg16": {}},
-    transforms=cvft_transforms,
-    weights={
-        "vgg16_imagenet": WeightSource(
-            kind="init",
-            description="both VGG16 stacks from timm vgg16.tv_in1k (ImageNet); transport and 64-channel convs random",
-            init_fn=init_from_imagenet_vgg16,
-            licence="BSD-3-Clause (torchvision weights)"),
-    },
-    converter=_convert,
-    published=[
-        *(PublishedResult("cvusa", m, v, _SOURCE) for m, v in
-          (("R@1", 61.43), ("R@5", 84.69), ("R@10", 90.49), ("R@1%", 99.02))),
-        *(PublishedResult("cvact_val", m, v, _SOURCE) for m, v in
-          (("R@1", 61.05), ("R@5", 81.33), ("R@10", 86.52), ("R@1%", 95.93))),
-    ],
-    no_weights_reason=(
-        "cvft_vgg: the authors publish their trained CVUSA and CVACT models only as a Google Drive "
-        f"archive ({_DRIVE}), which cannot be downloaded automatically. Download and unpack it, then "
-        "convert the TensorFlow checkpoint you need, e.g. "
-        "`python -m zoo convert cvft_vgg --checkpoint Model/trained_model/CVUSA/CVFT/model.ckpt --out cvft_cvusa` "
-        "(PREFIX = the path without .index/.data-*), and pass pretrained='cvft_cvusa'."),
-    summary="Two VGG16 stacks; ground features transported onto the aerial layout by a learned Sinkhorn plan; 4096-d.",
-))

@@ -21,14 +21,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-import zoo
 from zoo.data.cvact import cvact_paths, read_cvact_split
 from zoo.data.cvusa import read_cvusa_split
 from zoo.io import load_image
 from zoo.task import StepContext, TrainTask, register_task
 from zoo.errors import DatasetError
 from zoo.models.cvft.loss import WeightedSoftMarginTriplet
-from zoo.models.cvft.modeling import FROZEN_LAYERS
+from zoo.models.cvft.modeling import FROZEN_LAYERS, cvft_preprocessing, cvft_transforms
 
 
 class CrossViewPairs(Dataset):
@@ -87,7 +86,7 @@ class CVFTTask(TrainTask):
 
     def build_model(self) -> nn.Module:
         spec = self._model_spec()
-        model = zoo.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec["variant"], **spec["args"])
+        model = self.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec["variant"], **spec["args"])
         for stack in (model.grd_vgg, model.sat_vgg):
             for name in FROZEN_LAYERS:
                 getattr(stack, name).requires_grad_(False)
@@ -95,7 +94,7 @@ class CVFTTask(TrainTask):
 
     def build_dataset(self) -> Dataset:
         spec = self._model_spec()
-        ground_tf, aerial_tf = zoo.get_transforms(spec["name"], variant=spec["variant"], **spec["args"])
+        ground_tf, aerial_tf = cvft_transforms(**cvft_preprocessing(spec["args"]))
         return CrossViewPairs(self.pairs, ground_tf, aerial_tf, self.utm)
 
     def training_step(self, model: nn.Module, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:

@@ -1,3 +1,5 @@
 """dycl: network, converter, loss, training task and cards."""
 
-from zoo.models.dycl import modeling  # noqa: F401  (registers the cards)
+from zoo.models.dycl.cards import MODEL
+
+__all__ = ["MODEL"]

@@ -61,6 +61,4 @@ def convert_dycl(path: str | Path, **_: Any) -> tuple[dict[str, torch.Tensor], d
         raise CheckpointError(f"{path}: fc.weight has shape {tuple(state['fc.weight'].shape)}; resnet_ln projects 2048-d")
     epoch = obj.get("epoch")
     source = {"epoch": epoch} if isinstance(epoch, int) else {}
-    return state, {"variant": {"embed_dim": embed_dim}, "variant_tag": f"resnet50_{embed_dim}", "source": source,
-                   "preprocessing": {"resize": [256, 256], "center_crop": 224, "interpolation": "bilinear",
-                                     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    return state, {"variant": {"embed_dim": embed_dim}, "variant_tag": f"resnet50_{embed_dim}", "source": source}

@@ -21,14 +21,13 @@ Evaluation transform (``config/transform/da_campus.yaml`` ``test``): ``Resize([2
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from zoo.errors import InputError
 from zoo.layers.norm import l2n
-from zoo.registry import HubFile, ModelInfo, WeightSource, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,16 +91,24 @@ def dycl_resnet(embed_dim: int = 512, amp: bool = False, freeze_bn: bool = True)
     return DyCLNet(embed_dim, amp, freeze_bn)
 
 
-def dycl_transforms(**_: Any) -> tuple[Callable, Callable]:
-    """Drone and satellite images alike: squash to 256x256 (PIL bilinear), centre-crop 224, ImageNet mean/std."""
+def dycl_preprocessing(args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The original evaluation's preprocessing record (drone and satellite alike)."""
+    return {"resize": [256, 256], "center_crop": 224, "interpolation": "bilinear",
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+def dycl_transforms(resize: Sequence[int] = (256, 256), center_crop: int = 224, interpolation: str = "bilinear",
+                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+                    ) -> tuple[Callable, Callable]:
+    """Drone and satellite images alike, from the record: squash to ``resize``, centre-crop, normalise."""
     from torchvision import transforms as T
 
-    tf = T.Compose([T.Resize((256, 256), interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224),
-                    T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    tf = T.Compose([T.Resize(tuple(resize), interpolation=T.InterpolationMode(interpolation)),
+                    T.CenterCrop(center_crop), T.ToTensor(), T.Normalize(mean, std)])
     return tf, tf
 
 
-def _imagenet_init(model: nn.Module) -> None:
+def imagenet_init(model: nn.Module) -> None:
     """torchvision's ResNet-50 IMAGENET1K_V1 weights (= timm ``resnet50.tv_in1k``), which the
     original loads with ``models.resnet50(pretrained=True)``; LayerNorm/fc keep their init."""
     import timm
@@ -110,44 +117,3 @@ def _imagenet_init(model: nn.Module) -> None:
     model.backbone.load_state_dict(net.state_dict())
 
 
-#: The authors' checkpoint on the Hub. Its commit sha and sha256 could not be looked up from here:
-#: the revision is the branch ``main`` and the file is not checksummed until someone pins both.
-RELEASE = HubFile("www0wwwjs1/dycl", "dycl_20epoch.ckpt", revision="main", sha256=None)
-
-
-def _converter(path: Any, **options: Any) -> Any:
-    from zoo.models.dycl.convert import convert_dycl
-    return convert_dycl(path, **options)
-
-
-INFO = register_model(ModelInfo(
-    name="dycl_resnet",
-    builder=dycl_resnet,
-    paper=("Dynamic Contrastive Learning for Hierarchical Retrieval: A Case Study of Distance-Aware "
-           "Cross-View Geo-Localization (Zhang et al., 2025)"),
-    arxiv="2506.23077",
-    task="hierarchical cross-view geo-localization (drone <-> satellite, DA-Campus)",
-    licence="no licence stated for the released weights (www0wwwjs1/dycl)",
-    code_licence="anocodetest1/DyCL: no licence file; built on elias-ramzi/HAPPIER (MIT)",
-    original_code="https://github.com/anocodetest1/DyCL",
-    citation=("@misc{dycl, title={Dynamic Contrastive Learning for Hierarchical Retrieval: A Case Study of "
-              "Distance-Aware Cross-View Geo-Localization}, author={Suofei Zhang and Xinxin Wang and Xiaofu Wu "
-              "and Quan Zhou and Haifeng Hu}, year={2025}, eprint={2506.23077}, archivePrefix={arXiv}}"),
-    descriptor_dim=lambda kw: int(kw.get("embed_dim", 512)),
-    variants={"resnet50_512": {"embed_dim": 512}},
-    transforms=dycl_transforms,
-    weights={
-        "default": WeightSource(
-            "release", "authors' DA-Campus model after 20 epochs (Hub www0wwwjs1/dycl, dycl_20epoch.ckpt, "
-            "revision main, not checksummed), converted on first use", file=RELEASE,
-            licence="no licence stated"),
-        "release": WeightSource(
-            "release", "same as default: www0wwwjs1/dycl dycl_20epoch.ckpt", file=RELEASE, licence="no licence stated"),
-        "imagenet": WeightSource(
-            "init", "ResNet-50 trunk from torchvision IMAGENET1K_V1 (timm resnet50.tv_in1k), for training",
-            init_fn=_imagenet_init, licence="BSD-3-Clause (torchvision weights)"),
-    },
-    converter=_converter,
-    published=[],
-    summary="DyCL resnet_ln: shared ResNet-50 + LayerNorm + 512-d projection for drone/satellite hierarchical retrieval.",
-))

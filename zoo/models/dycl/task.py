@@ -33,9 +33,9 @@ import torchvision.transforms as T
 from torch import nn
 from torch.utils.data import Dataset
 
-import zoo
 from zoo.data.da_campus import TRAIN_ROW_BATCH, DACampusPairs, read_list
 from zoo.task import StepContext, TrainTask, register_task
+from zoo.distributed import unwrap
 from zoo.errors import DatasetError
 from zoo.models.dycl.loss import DyCLCriterion
 from zoo.models.dycl.modeling import IMAGENET_MEAN, IMAGENET_STD
@@ -47,10 +47,6 @@ def train_transform(resize: int = 256, crop: int = 224, scale: tuple[float, floa
     horizontal flip, ImageNet mean/std; applied to each view independently."""
     return T.Compose([T.Resize(resize), T.RandomResizedCrop(crop, scale=tuple(scale), ratio=tuple(ratio)),
                       T.RandomHorizontalFlip(0.5), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
 
 
 @register_task("dycl")
@@ -86,7 +82,7 @@ class DyCLTask(TrainTask):
 
     def build_model(self) -> nn.Module:
         spec = self.recipe["model"]
-        model = zoo.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec.get("variant"),
+        model = self.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec.get("variant"),
                                  **(spec.get("args") or {}))
         # built after the engine's seeding, so the proxies are the same on every rank and every run
         self.criterion = DyCLCriterion(self.num_places, model.embed_dim, **self.loss_args).to(self.dist.device)
@@ -98,7 +94,7 @@ class DyCLTask(TrainTask):
         return dataset
 
     def param_groups(self, model: nn.Module) -> Iterable[dict[str, Any]]:
-        net = _unwrap(model)
+        net = unwrap(model)
         head = [p for name, p in net.named_parameters() if not name.startswith("backbone.")]
         assert self.criterion is not None
         return [{"params": list(net.backbone.parameters())},
@@ -106,7 +102,7 @@ class DyCLTask(TrainTask):
                 {"params": list(self.criterion.parameters()), "lr": self.proxy_lr, "weight_decay": 0.0}]
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
-        _unwrap(model).backbone.requires_grad_(epoch >= self.warmup_epochs)
+        unwrap(model).backbone.requires_grad_(epoch >= self.warmup_epochs)
 
     def training_step(self, model: nn.Module, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         sat, drone, labels, _ = batch

@@ -1,3 +1,5 @@
 """salad: network, converter, loss, training task and cards."""
 
-from zoo.models.salad import modeling  # noqa: F401  (registers the cards)
+from zoo.models.salad.cards import MODEL
+
+__all__ = ["MODEL"]

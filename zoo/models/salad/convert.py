@@ -83,8 +83,6 @@ def salad_state_dict_to_zoo(state: dict[str, torch.Tensor], source: str = "<stat
     config = {
         "variant": variant,
         "variant_tag": tag,
-        "preprocessing": {"resize": [322, 322], "interpolation": "bilinear",
-                          "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
     }
     return out, config
 

@@ -22,19 +22,20 @@ Pipeline for an image ``(B, 3, H, W)`` (H, W multiples of 14):
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 import torchvision.transforms as T
 from torch import nn
 
 from zoo.errors import InputError
+from zoo.io import load_state_dict_strict
 from zoo.layers.norm import l2n
 from zoo.layers.pos_embed import resample_pos_embed_dinov2
 from zoo.layers.sinkhorn import log_sinkhorn
-from zoo.registry import HubFile, ModelInfo, PublishedResult, UrlFile, WeightSource, register_model
 
-__all__ = ["DINOv2SALAD", "SALADAggregator", "dinov2_salad", "salad_transforms"]
+__all__ = ["DINOv2SALAD", "SALADAggregator", "dinov2_salad", "salad_preprocessing", "salad_transforms"]
 
 PATCH_SIZE = 14
 EMBED_DIM = 768
@@ -199,106 +200,35 @@ def dinov2_salad(num_clusters: int = 64, cluster_dim: int = 128, token_dim: int 
     return DINOv2SALAD(num_clusters, cluster_dim, token_dim, num_trainable_blocks, depth, dropout)
 
 
-def salad_transforms(image_size: int | tuple[int, int] = EVAL_SIZE, **_: Any) -> tuple[Callable, Callable]:
-    """Evaluation preprocessing of the original ``eval.py``: bilinear resize (squash) to ``image_size``,
-    ``ToTensor``, ImageNet mean/std. Same for queries and database. (Variant keywords are ignored.)"""
+def salad_preprocessing(args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The evaluation preprocessing record of the original ``eval.py`` (the same for every variant)."""
+    return {"image_size": [EVAL_SIZE, EVAL_SIZE], "interpolation": "bilinear",
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+def salad_transforms(image_size: int | Sequence[int] = EVAL_SIZE, interpolation: str = "bilinear",
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+                     ) -> tuple[Callable, Callable]:
+    """Evaluation preprocessing from its record: resize (squash) to ``image_size`` (multiples of 14),
+    ``ToTensor``, normalise with ``mean``/``std``. Same for queries and database."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if size[0] % PATCH_SIZE or size[1] % PATCH_SIZE:
         raise InputError(f"image_size {size} is not a multiple of {PATCH_SIZE}")
     tf = T.Compose([
-        T.Resize(size, interpolation=T.InterpolationMode.BILINEAR),
+        T.Resize(size, interpolation=T.InterpolationMode(interpolation)),
         T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        T.Normalize(mean, std),
     ])
     return tf, tf
 
 
-def _load_dinov2_backbone(model: nn.Module) -> None:
-    """Training start: DINOv2 LVD-142M weights (timm's Hub copy) into the backbone; SALAD stays random."""
+def load_dinov2_backbone(model: nn.Module, weights: Path) -> None:
+    """Training start: DINOv2 LVD-142M weights (timm's Hub copy, ``weights``) into the backbone;
+    SALAD stays random. Reduced-depth models take the first blocks."""
     from safetensors.torch import load_file
 
-    from zoo.hub import download_hub_file, load_state_dict_strict
-
-    # Through zoo.hub (not timm's pretrained=True) so that HF_HUB_OFFLINE, HF_ENDPOINT and the
-    # cache variables are honoured at call time. Revision "main": no commit sha could be pinned
-    # offline; the strict load below still rejects a file of another architecture.
-    path = download_hub_file(HubFile(f"timm/{TIMM_BACKBONE_WEIGHTS}", "model.safetensors", "main"))
-    state = {k: v for k, v in load_file(str(path)).items() if k != "mask_token"}
-    if len(model.backbone.blocks) != 12:   # reduced test models take the first blocks
+    state = {k: v for k, v in load_file(str(weights)).items() if k != "mask_token"}
+    if len(model.backbone.blocks) != 12:
         state = {k: v for k, v in state.items()
                  if not k.startswith("blocks.") or int(k.split(".")[1]) < len(model.backbone.blocks)}
     load_state_dict_strict(model.backbone, state, f"timm/{TIMM_BACKBONE_WEIGHTS}")
-
-
-def _convert(path: Any, **options: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from zoo.models.salad.convert import convert_salad_checkpoint
-    return convert_salad_checkpoint(path, **options)
-
-
-_README = "serizba/salad README (Evaluation table, DINOv2 SALAD 8192+256 at 322x322)"
-_PWC = ("paperswithcode.com/paper/optimal-transport-aggregation-for-visual, 'Results from the Paper' "
-        "(secondary transcription of the paper's Table 1)")
-
-register_model(ModelInfo(
-    name="dinov2_salad",
-    builder=dinov2_salad,
-    paper="Izquierdo & Civera, Optimal Transport Aggregation for Visual Place Recognition, CVPR 2024",
-    arxiv="2311.15937",
-    task="visual place recognition",
-    licence="weights: released by the authors with their GPL-3.0 code (serizba/salad); "
-            "DINOv2 backbone weights Apache-2.0",
-    code_licence="GPL-3.0",
-    original_code="https://github.com/serizba/salad",
-    citation="""@InProceedings{Izquierdo_CVPR_2024_SALAD,
-    author    = {Izquierdo, Sergio and Civera, Javier},
-    title     = {Optimal Transport Aggregation for Visual Place Recognition},
-    booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
-    year      = {2024},
-}""",
-    descriptor_dim=lambda kw: kw.get("token_dim", 256) + kw.get("num_clusters", 64) * kw.get("cluster_dim", 128),
-    # Variant tags are the paper's "m*l + g" descriptor sizes.
-    variants={
-        "8192_256": {"num_clusters": 64, "cluster_dim": 128, "token_dim": 256},
-        "2048_64": {"num_clusters": 32, "cluster_dim": 64, "token_dim": 64},
-        "512_32": {"num_clusters": 16, "cluster_dim": 32, "token_dim": 32},
-    },
-    transforms=salad_transforms,
-    weights={
-        # sha256 of dino_salad.ckpt is not pinned: the file could not be downloaded in the
-        # offline environment this port was written in. The converter checks its structure.
-        "default": WeightSource(
-            kind="release",
-            description="authors' release dino_salad.ckpt (8192+256, GSV-Cities), converted on first use",
-            file=UrlFile("https://github.com/serizba/salad/releases/download/v1.0.0/dino_salad.ckpt",
-                         sha256=None, env_base="ZOO_SALAD_RELEASE_URL"),
-            licence="GPL-3.0 (released with serizba/salad)",
-        ),
-        "backbone": WeightSource(
-            kind="init",
-            description="DINOv2 ViT-B/14 LVD-142M backbone (timm/vit_base_patch14_dinov2.lvd142m), "
-                        "random SALAD head: the start of training",
-            init_fn=_load_dinov2_backbone,
-            licence="Apache-2.0 (DINOv2)",
-        ),
-    },
-    converter=_convert,
-    published=[
-        PublishedResult("msls_challenge", "R@1", 75.0, _README),
-        PublishedResult("msls_challenge", "R@5", 88.8, _README),
-        PublishedResult("msls_challenge", "R@10", 91.3, _README),
-        PublishedResult("msls_val", "R@1", 92.2, _README),
-        PublishedResult("msls_val", "R@5", 96.4, _README),
-        PublishedResult("msls_val", "R@10", 97.0, _README),
-        PublishedResult("nordland", "R@1", 76.0, _README),
-        PublishedResult("nordland", "R@5", 89.2, _README),
-        PublishedResult("nordland", "R@10", 92.0, _README),
-        PublishedResult("pitts250k_test", "R@1", 95.1, _PWC),
-        PublishedResult("pitts250k_test", "R@5", 98.5, _PWC),
-        PublishedResult("pitts250k_test", "R@10", 99.1, _PWC),
-        PublishedResult("sped", "R@1", 92.1, _PWC),
-        PublishedResult("sped", "R@5", 96.2, _PWC),
-        PublishedResult("sped", "R@10", 96.5, _PWC),
-    ],
-    summary="DINOv2 ViT-B/14 fine-tuned on GSV-Cities with SALAD optimal-transport aggregation "
-            "(8448-d descriptor at 322x322 for the default 8192+256 variant).",
-))

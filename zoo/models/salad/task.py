@@ -20,7 +20,6 @@ import torchvision.transforms as T
 from torch import nn
 from torch.utils.data import Dataset, Sampler
 
-import zoo
 from zoo.data.gsv_cities import GSVCities, PlaceBatchSampler, check_gsv_cities
 from zoo.task import StepContext, TrainTask, register_task
 from zoo.errors import DatasetError
@@ -61,7 +60,7 @@ class SALADTask(TrainTask):
 
     def build_model(self) -> nn.Module:
         spec = self.recipe["model"]
-        model = zoo.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec["variant"],
+        model = self.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec["variant"],
                                  **(spec.get("args") or {}))
         return model.train()
 

@@ -1,3 +1,5 @@
-"""ucdir: network, converter, loss, training task and cards."""
+"""ucdir: network, converter, losses, training task (memory banks, clustering) and cards."""
 
-from zoo.models.ucdir import modeling  # noqa: F401  (registers the cards)
+from zoo.models.ucdir.cards import MODEL
+
+__all__ = ["MODEL"]

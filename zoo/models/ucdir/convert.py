@@ -77,6 +77,4 @@ def convert_ucdir(path: str | Path, encoder: str = "auto", **_: Any) -> tuple[di
     source: dict[str, Any] = {"encoder": _ENCODERS[encoder], "format": "ucdir" if is_ucdir else "moco"}
     if isinstance(obj, dict) and isinstance(obj.get("epoch"), int):
         source["epoch"] = obj["epoch"]
-    return out, {"variant": {"arch": arch, "dim": dim}, "variant_tag": f"{arch}_{dim}", "source": source,
-                 "preprocessing": {"resize_shorter": 256, "center_crop": 224, "interpolation": "bilinear",
-                                   "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    return out, {"variant": {"arch": arch, "dim": dim}, "variant_tag": f"{arch}_{dim}", "source": source}

@@ -25,7 +25,7 @@ model with ``python training/train.py --recipe ucdir-office-home`` (or ``ucdir-d
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -33,16 +33,10 @@ from torch import nn
 from zoo.errors import InputError
 from zoo.layers.norm import l2n
 from zoo.layers.split_bn import SplitBatchNorm2d
-from zoo.registry import ModelInfo, UrlFile, WeightSource, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
-
-#: MoCo v2, 800 epochs on ImageNet (facebookresearch/moco README); the original's --clean-model.
-MOCO_V2_800EP = UrlFile(
-    "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
-    sha256=None, env_base="ZOO_MOCO_BASE_URL")
 
 
 class UCDIRNet(nn.Module):
@@ -89,54 +83,18 @@ def ucdir_moco(arch: str = "resnet50", dim: int = 128, bn_splits: int = 1) -> UC
     return UCDIRNet(arch, dim, bn_splits)
 
 
-def eval_transform(resize: int = 256, crop: int = 224) -> Callable:
-    """``loader.EvalDataset``: shorter side to ``resize`` (PIL bilinear), centre crop, ImageNet mean/std."""
+def ucdir_preprocessing(args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The original evaluation's preprocessing record (both domains alike)."""
+    return {"resize_shorter": 256, "center_crop": 224, "interpolation": "bilinear",
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+def ucdir_transforms(resize_shorter: int = 256, center_crop: int = 224, interpolation: str = "bilinear",
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+                     ) -> tuple[Callable, Callable]:
+    """Both domains alike, from the record: shorter side to ``resize_shorter``, centre crop, normalise."""
     from torchvision import transforms as T
 
-    return T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(crop),
-                      T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-def ucdir_transforms(**_: Any) -> tuple[Callable, Callable]:
-    """Both domains alike: :func:`eval_transform` at 256 / 224, as the original evaluates."""
-    tf = eval_transform()
+    tf = T.Compose([T.Resize(resize_shorter, interpolation=T.InterpolationMode(interpolation)),
+                    T.CenterCrop(center_crop), T.ToTensor(), T.Normalize(mean, std)])
     return tf, tf
-
-
-def _converter(path: Any, **options: Any) -> Any:
-    from zoo.models.ucdir.convert import convert_ucdir
-    return convert_ucdir(path, **options)
-
-
-NO_WEIGHTS = (
-    "ucdir_moco: the UCDIR authors (conghui1002/UCDIR) published no trained weights. Train a model per domain "
-    "pair with `python training/train.py --recipe ucdir-office-home --data-root DIR task_args.domains=[Product,Clipart]` "
-    "(or --recipe ucdir-domainnet); it starts from MoCo v2 (pretrained='moco_v2', CC-BY-NC 4.0) and exports "
-    "OUT/export, which loads with pretrained='OUT/export'. pretrained='moco_v2' alone gives the untrained starting point.")
-
-INFO = register_model(ModelInfo(
-    name="ucdir_moco",
-    builder=ucdir_moco,
-    paper="Feature Representation Learning for Unsupervised Cross-domain Image Retrieval (Hu & Lee, ECCV 2022)",
-    arxiv="2207.09721",
-    task="unsupervised cross-domain category-level image retrieval (Office-Home, DomainNet)",
-    licence="no UCDIR weights released; MoCo v2 initialisation: CC-BY-NC 4.0 (facebookresearch/moco)",
-    code_licence="conghui1002/UCDIR: MIT",
-    original_code="https://github.com/conghui1002/UCDIR",
-    citation=("@inproceedings{hu2022feature, title={Feature Representation Learning for Unsupervised Cross-domain "
-              "Image Retrieval}, author={Hu, Conghui and Lee, Gim Hee}, booktitle={Proceedings of the European "
-              "Conference on Computer Vision (ECCV)}, year={2022}}"),
-    descriptor_dim=lambda kw: int(kw.get("dim", 128)),
-    variants={"resnet50_128": {"arch": "resnet50", "dim": 128}},
-    transforms=ucdir_transforms,
-    weights={
-        "moco_v2": WeightSource(
-            "release", "MoCo v2 800-epoch ImageNet checkpoint (facebookresearch/moco, moco_v2_800ep_pretrain.pth.tar, "
-            "not checksummed), query encoder + MLP head: UCDIR's starting point, not a trained UCDIR model",
-            file=MOCO_V2_800EP, licence="CC-BY-NC 4.0"),
-    },
-    converter=_converter,
-    published=[],
-    no_weights_reason=NO_WEIGHTS,
-    summary="UCDIR: MoCo v2 ResNet-50 + 2048-2048-128 head (key encoder), trained without labels on two domains.",
-))

@@ -53,7 +53,6 @@ from PIL import ImageFilter
 from torch import nn
 from torch.utils.data import Dataset
 
-import zoo
 from zoo.data.domains import Domain
 from zoo.io import load_image
 from zoo import distributed as D
@@ -63,7 +62,7 @@ from zoo.kmeans import kmeans
 from zoo.layers.norm import l2n
 from zoo.layers.split_bn import set_bn_splits
 from zoo.models.ucdir.loss import UCDIRLossWeights, ucdir_loss
-from zoo.models.ucdir.modeling import IMAGENET_MEAN, IMAGENET_STD, UCDIRNet, eval_transform
+from zoo.models.ucdir.modeling import IMAGENET_MEAN, IMAGENET_STD, UCDIRNet, ucdir_transforms
 
 log = logging.getLogger("zoo.train.ucdir")
 
@@ -184,7 +183,7 @@ def ucdir_step(model: nn.Module, batch: dict[str, torch.Tensor], banks: list[tor
 
     ``model`` is a :class:`UCDIRModel` or its DDP wrapper (the query forward goes through it).
     """
-    inner: UCDIRModel = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
+    inner: UCDIRModel = D.unwrap(model)  # type: ignore[assignment]
     b = batch["q_A"].shape[0]
     q_a, q_b = torch.split(model(torch.cat([batch["q_A"], batch["q_B"]])), b)
     with torch.no_grad():
@@ -261,7 +260,7 @@ class UCDIRTask(TrainTask):
 
     def build_model(self) -> nn.Module:
         spec = self.recipe["model"]
-        encoder = zoo.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec["variant"],
+        encoder = self.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec["variant"],
                                    **(spec.get("args") or {}))
         model = UCDIRModel(encoder, self.momentum, self.key_bn_splits)
         # Under DDP each process normalises its share of the shuffled keys: keep 2 groups in all when possible.
@@ -277,12 +276,12 @@ class UCDIRTask(TrainTask):
         """Key-encoder eval-mode descriptors of every image of both domains (sharded over ranks)."""
         from tqdm.auto import tqdm
 
-        inner: UCDIRModel = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
+        inner: UCDIRModel = D.unwrap(model)  # type: ignore[assignment]
         enc = inner.encoder_k
         was_training = enc.training
         enc.eval()
         device = next(enc.parameters()).device
-        tf = eval_transform(self.eval_resize, self.image_size)
+        tf, _ = ucdir_transforms(resize_shorter=self.eval_resize, center_crop=self.image_size)
         out = []
         for dom in self.domains:
             mine = list(range(self.dist.rank, len(dom), self.dist.world_size))
@@ -348,7 +347,7 @@ class UCDIRTask(TrainTask):
         if self.dist.is_main:
             log.info("epoch %d: %s", ctx.epoch, ", ".join(f"{k} {v:.2f}" for k, v in res.items()))
         if self.best["score"] is None or score > self.best["score"]:  # strictly better, as main.py:221
-            inner = model.module if hasattr(model, "module") else model
+            inner = D.unwrap(model)
             self.best.update(score=score, epoch=ctx.epoch,
                              encoder_k={k: v.detach().cpu().clone() for k, v in inner.encoder_k.state_dict().items()})
 
@@ -364,8 +363,8 @@ class UCDIRTask(TrainTask):
 
     def export_model(self, model: nn.Module) -> nn.Module:
         spec = self.recipe["model"]
-        out = zoo.create_model(spec["name"], pretrained=False, variant=spec["variant"], **(spec.get("args") or {}))
-        inner: UCDIRModel = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
+        out = self.create_model(spec["name"], pretrained=False, variant=spec["variant"], **(spec.get("args") or {}))
+        inner: UCDIRModel = D.unwrap(model)  # type: ignore[assignment]
         state = inner.encoder_k.state_dict()
         note = "key encoder of the last epoch"
         if self.select_epoch == "best_on_labels" and self.best["encoder_k"] is not None:
