@@ -30,8 +30,8 @@ import torch  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo.data.base import ImageRecord  # noqa: E402
-from zoo.io import list_images  # noqa: E402
 from zoo.engine.extract import extract_descriptors  # noqa: E402
+from zoo.io import list_images  # noqa: E402
 from zoo.search import knn  # noqa: E402
 
 SAMPLES = REPO_ROOT / "assets" / "samples"

@@ -32,9 +32,9 @@ if str(_REPO) not in sys.path:
 
 import zoo  # noqa: E402
 from bench._timing import DTYPES, autocast, check_precision, seconds_per_call  # noqa: E402
-from zoo.models.ucdir.task import UCDIRModel, ucdir_step  # noqa: E402
 from zoo.layers.norm import l2n  # noqa: E402
 from zoo.models.ucdir.loss import UCDIRLossWeights  # noqa: E402
+from zoo.models.ucdir.task import UCDIRModel, ucdir_step  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -13,15 +13,15 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 import zoo
-from zoo.io import load_checkpoint
 from zoo.errors import (
-    ChecksumError,
     CheckpointError,
+    ChecksumError,
     DownloadError,
     StateDictMismatchError,
     WeightsNotFoundError,
     WeightsUnavailableError,
 )
+from zoo.io import load_checkpoint
 from zoo.models import MODELS
 from zoo.models.cards import HubFile, ModelInfo, UrlFile, Variant, WeightSource
 

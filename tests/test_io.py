@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.io import SkippedObject, load_checkpoint, tensors_only
 from zoo.errors import CheckpointError, UnsafeCheckpointError
+from zoo.io import SkippedObject, load_checkpoint, tensors_only
 
 
 class _RunsCode:

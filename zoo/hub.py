@@ -36,15 +36,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from zoo.errors import (
-    ChecksumError,
     CheckpointError,
+    ChecksumError,
     DownloadError,
-    StateDictMismatchError,
     WeightsNotFoundError,
     WeightsUnavailableError,
     ZooError,
 )
-from zoo.io import atomic_path, load_state_dict_strict, sha256_file, zoo_cache_dir
+from zoo.io import sha256_file, zoo_cache_dir
 from zoo.models.cards import HubFile, ModelInfo, UrlFile, WeightSource
 
 WEIGHTS_NAME = "model.safetensors"

@@ -9,8 +9,14 @@ import pytest
 
 from tests.fixtures.dycl_data import make_da_campus
 from zoo.data.base import build_eval_dataset
-from zoo.data.da_campus import DACampusPairs, coordinate_levels, distance_levels, geodesic_distance, place_level_matrix, \
-    read_da_campus
+from zoo.data.da_campus import (
+    DACampusPairs,
+    coordinate_levels,
+    distance_levels,
+    geodesic_distance,
+    place_level_matrix,
+    read_da_campus,
+)
 from zoo.errors import DatasetError
 
 GEO = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "dycl_geo.npz"

@@ -197,8 +197,8 @@ def test_corrupt_image_named_then_skipped_and_counted(setup, tmp_path, capsys):
 
 
 def test_pretrained_override_and_model_filter(setup, tmp_path):
-    from zoo.hub import save_pretrained
     from tests.fixtures.tiny_eval_plugin import tiny_eval_cnn
+    from zoo.hub import save_pretrained
     torch.manual_seed(1)
     save_pretrained(tmp_path / "w", tiny_eval_cnn().state_dict(), {"architecture": "tiny_eval_cnn"})
     result = evaluate_table("tiny", setup / "data", tables_dir=setup / "tables", out_dir=tmp_path / "out",

@@ -11,9 +11,9 @@ from PIL import Image
 import tests.fixtures.tiny_eval_plugin as plugin
 from tests.fixtures.eval_data import make_tiny_eval
 from zoo.data.base import ImageRecord
-from zoo.io import list_images
 from zoo.engine.extract import DescriptorCache, _is_cnn, extract_descriptors, transform_id, weights_hash
 from zoo.errors import DatasetError, InputError
+from zoo.io import list_images
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import yaml
 from tests.engine.toy_task import train_cli  # also registers the toy model and task
 from zoo.engine.recipes import RecipeError, available, recipe_table, resolve_recipe, validate
 from zoo.engine.schedules import Schedule
-from zoo.engine.train import TrainOptions, Trainer
+from zoo.engine.train import Trainer, TrainOptions
 from zoo.errors import DatasetError, InputError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,11 +20,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.engine.toy_task import train_cli  # also registers the toy model and task
 import zoo
+from tests.engine.toy_task import train_cli  # also registers the toy model and task
 from zoo.engine.checkpoint import list_checkpoints, load_checkpoint
 from zoo.engine.recipes import RecipeError, resolve_recipe, validate
-from zoo.engine.train import TrainOptions, Trainer, _seed_all, train, unwrap
+from zoo.engine.train import Trainer, TrainOptions, _seed_all, train, unwrap
 from zoo.errors import DatasetError
 
 REPO = Path(__file__).resolve().parents[2]

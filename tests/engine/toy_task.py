@@ -13,8 +13,6 @@ With ``task_args.images: [C, H, W]`` the task instead feeds random images to any
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -24,10 +22,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import zoo
-from zoo.task import StepContext, TrainTask, register_task
 from zoo.layers.norm import l2n
 from zoo.models import MODELS
 from zoo.models.cards import ModelInfo, Variant
+from zoo.task import StepContext, TrainTask, register_task
 
 
 class ToyNet(nn.Module):

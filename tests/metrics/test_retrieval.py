@@ -12,7 +12,7 @@ import torch
 from zoo.data.base import RetrievalSet
 from zoo.errors import InputError
 from zoo.metrics.base import get_protocol
-from zoo.metrics.retrieval import (correct_matrix, rank_recall, recall_at_k, top1_percent_threshold)
+from zoo.metrics.retrieval import correct_matrix, rank_recall, recall_at_k, top1_percent_threshold
 
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "retrieval_reference.npz"
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
-
 
 EPILOG = """examples:
   python -m zoo eval --list --data-root /data

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m zoo train") -> in
         print(f"{prog}: error: --recipe NAME is required (see --list)", file=sys.stderr)
         return 2
     try:
-        from zoo.engine.train import TrainOptions, Trainer
+        from zoo.engine.train import Trainer, TrainOptions
 
         recipe = resolve_recipe(args.recipe, args.overrides, args.recipes_dir)
         options = TrainOptions(out_dir=args.out or Path("runs") / recipe["name"], data_root=args.data_root,

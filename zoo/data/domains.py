@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 
 from zoo.data.base import ImageRecord, RetrievalSet
-from zoo.io import IMAGE_SUFFIXES
 from zoo.errors import DatasetError
+from zoo.io import IMAGE_SUFFIXES
 
 
 @dataclass

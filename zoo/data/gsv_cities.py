@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from zoo.io import load_image
 from zoo.errors import DatasetError
+from zoo.io import load_image
 
 #: The 23 cities serizba/salad trains on (dataloaders/GSVCitiesDataloader.py, TRAIN_CITIES), in its order.
 TRAIN_CITIES = (

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zoo.io import load_checkpoint
 from zoo.data.base import ImageRecord, RetrievalSet, register_eval_dataset
 from zoo.errors import CheckpointError, DatasetError
+from zoo.io import load_checkpoint
 
 NAMES = ("roxford5k", "rparis6k")
 

@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from zoo.io import load_checkpoint
 from zoo.errors import CheckpointError, DatasetError
+from zoo.io import load_checkpoint
 
 PICKLE = "retrieval-SfM-120k.pkl"
 

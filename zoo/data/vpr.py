@@ -30,10 +30,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from zoo.io import load_npy
 from zoo.data.base import ImageRecord, RetrievalSet, register_eval_dataset
-from zoo.io import IMAGE_SUFFIXES
 from zoo.errors import DatasetError
+from zoo.io import IMAGE_SUFFIXES, load_npy
 
 #: Recall cut-offs of serizba/salad's eval.py.
 K_VALUES = (1, 5, 10, 15, 20, 25)

@@ -243,8 +243,14 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
     import zoo
     from zoo.data.base import build_eval_dataset
     from zoo.distributed import init_distributed
-    from zoo.engine.extract import DescriptorCache, autocast_dtype, extract_descriptors, records_fingerprint, \
-        transform_id, weights_hash
+    from zoo.engine.extract import (
+        DescriptorCache,
+        autocast_dtype,
+        extract_descriptors,
+        records_fingerprint,
+        transform_id,
+        weights_hash,
+    )
     from zoo.metrics.base import get_protocol
 
     if not isinstance(table, Table):

@@ -31,7 +31,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -41,8 +40,8 @@ from zoo.distributed import unwrap
 from zoo.engine.checkpoint import check_plain, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zoo.engine.recipes import RecipeError, dump_recipe, validate
 from zoo.engine.schedules import Schedule, build_optimizer
-from zoo.task import DistInfo, StepContext, TrainTask, get_task
 from zoo.errors import DatasetError, InputError, UnknownNameError
+from zoo.task import DistInfo, StepContext, TrainTask, get_task
 
 log = logging.getLogger("zoo.train")
 
@@ -459,11 +458,11 @@ class Trainer:
     def _run(self) -> TrainResult:
         recipe, dist, opts = self.recipe, self.dist, self.opts
         self._build()
-        step = epoch = start_in_epoch = 0
+        step = first_epoch = start_in_epoch = 0
         if self.resume_state is not None:
-            step, epoch, start_in_epoch = self._restore(self.resume_state)
+            step, first_epoch, start_in_epoch = self._restore(self.resume_state)
             if dist.is_main:
-                print(f"resuming from {self.resume_from} (epoch {epoch}, step {step})", flush=True)
+                print(f"resuming from {self.resume_from} (epoch {first_epoch}, step {step})", flush=True)
             self.resume_state = None
         elif opts.resume and dist.is_main:
             print(f"--resume: no checkpoint in {self.ckpt_dir}; starting a new run", flush=True)
@@ -478,7 +477,7 @@ class Trainer:
         last: dict[str, Any] = {}
         interrupted = False
         try:
-            for epoch in range(epoch, recipe["epochs"]):
+            for epoch in range(first_epoch, recipe["epochs"]):
                 epoch_steps = self._steps_in_epoch(epoch) if epoch else self.steps_per_epoch
                 if start_in_epoch == 0:
                     self.task.on_epoch_start(self.model, epoch)

@@ -147,8 +147,9 @@ def hierarchical_protocol(query_desc: torch.Tensor, db_desc: torch.Tensor, datas
     depth = d.shape[0] - 1 if drop_last else d.shape[0]
     distances = None
     if rerank:
-        from zoo.metrics.rerank import cached_rerank_distances
         from pathlib import Path
+
+        from zoo.metrics.rerank import cached_rerank_distances
         cache = Path(rerank_cache) if rerank_cache else (Path(out_dir) / "rerank" if out_dir else None)
         distances = cached_rerank_distances(q, d, dataset.fingerprint(), cache)
     sums: dict[str, float] = {}

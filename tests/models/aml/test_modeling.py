@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 import zoo
 from tests.fixtures.aml_reference import IMSIZE, seeded_images, seeded_state_dict, to_cirtorch
-from zoo.models.aml.convert import convert_aml
 from zoo.errors import CheckpointError, InputError
+from zoo.models.aml.convert import convert_aml
 from zoo.models.aml.modeling import aml_transforms
 
 REF = Path(__file__).resolve().parents[2] / "fixtures" / "reference" / "aml_original.safetensors"

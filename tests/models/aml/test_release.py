@@ -9,7 +9,7 @@ import torch
 
 import zoo
 from tests.fixtures.aml_reference import seeded_state_dict, to_cirtorch
-from zoo.models.aml.modeling import TEACHER_FILES, student_file, whitening_file
+from zoo.models.aml.cards import TEACHER_FILES, student_file, whitening_file
 
 
 def _blob(obj) -> bytes:

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.fixtures.aml_data import make_revisited
 
 REPO = Path(__file__).resolve().parents[3]

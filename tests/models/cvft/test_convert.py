@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.fixtures.tf_checkpoint import write_tf_checkpoint
-from zoo.models.cvft.convert import convert_cvft_checkpoint, variable_map
 from zoo.errors import CheckpointError
+from zoo.models.cvft.convert import convert_cvft_checkpoint, variable_map
 
 
 def tiny_variables(seed: int = 0) -> dict[str, np.ndarray]:

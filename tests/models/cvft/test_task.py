@@ -11,10 +11,10 @@ import torch
 import zoo
 from tests.fixtures.cvft_data import make_cvact, make_cvusa
 from zoo.engine.recipes import resolve_recipe
-from zoo.task import DistInfo
-from zoo.models.cvft.task import CVFTTask
 from zoo.engine.train import TrainOptions, train
 from zoo.errors import DatasetError
+from zoo.models.cvft.task import CVFTTask
+from zoo.task import DistInfo
 
 
 def test_cvft_recipes_follow_the_paper() -> None:

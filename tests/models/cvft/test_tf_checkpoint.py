@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.fixtures.tf_checkpoint import write_tf_checkpoint
-from zoo.models.cvft.tf_checkpoint import TFCheckpointReader, checkpoint_prefix
 from zoo.errors import CheckpointError
+from zoo.models.cvft.tf_checkpoint import TFCheckpointReader, checkpoint_prefix
 
 
 def _tensors() -> dict[str, np.ndarray]:

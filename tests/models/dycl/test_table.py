@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import zoo
 from tests.fixtures.dycl_data import make_da_campus
 

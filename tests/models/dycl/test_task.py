@@ -11,10 +11,10 @@ import torch
 import zoo
 from tests.fixtures.dycl_data import make_da_campus
 from zoo.engine.recipes import resolve_recipe
-from zoo.task import DistInfo
-from zoo.models.dycl.task import DyCLTask
 from zoo.engine.train import TrainOptions, train
 from zoo.errors import DatasetError
+from zoo.models.dycl.task import DyCLTask
+from zoo.task import DistInfo
 
 
 def test_dycl_recipe_follows_the_original() -> None:

@@ -11,9 +11,9 @@ import torch
 
 import zoo
 from zoo.__main__ import main as zoo_cli
-from zoo.models.salad.convert import convert_salad_checkpoint
 from zoo.errors import CheckpointError
 from zoo.hub import load_pretrained_dir
+from zoo.models.salad.convert import convert_salad_checkpoint
 
 VARIANTS = {"8192_256": (64, 128, 256), "2048_64": (32, 64, 64), "512_32": (16, 32, 32)}
 
@@ -34,9 +34,9 @@ def test_release_state_dict_converts_with_variant_from_shapes(tag: str, tmp_path
     path = tmp_path / "dino_salad.ckpt"
     torch.save(state, path)
     converted, config = convert_salad_checkpoint(path)
-    m, l, g = VARIANTS[tag]
+    m, dim, g = VARIANTS[tag]
     assert config["variant_tag"] == tag
-    assert config["variant"] == {"num_clusters": m, "cluster_dim": l, "token_dim": g,
+    assert config["variant"] == {"num_clusters": m, "cluster_dim": dim, "token_dim": g,
                                  "depth": 1, "num_trainable_blocks": 1}
     assert "backbone.mask_token" not in converted and "backbone.model.mask_token" not in converted
     assert converted.keys() == model.state_dict().keys()

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import zoo
 from tests.fixtures.salad_data import make_vpr_lists
 

@@ -11,10 +11,10 @@ import torch
 import zoo
 from tests.fixtures.salad_data import make_gsv_cities
 from zoo.engine.recipes import resolve_recipe
-from zoo.task import DistInfo
-from zoo.models.salad.task import SALADTask
 from zoo.engine.train import TrainOptions, train
 from zoo.errors import DatasetError
+from zoo.models.salad.task import SALADTask
+from zoo.task import DistInfo
 
 
 def test_salad_recipe_follows_the_paper() -> None:

@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from tests.fixtures import ucdir_reference as R
-from zoo.models.ucdir.loss import (UCDIRLossWeights, cluster_contrast, cwcon_weight, distance_of_distance,
-                              instance_contrast, self_entropy, ucdir_loss)
+from zoo.models.ucdir.loss import (
+    UCDIRLossWeights,
+    cluster_contrast,
+    cwcon_weight,
+    distance_of_distance,
+    instance_contrast,
+    self_entropy,
+    ucdir_loss,
+)
 
 REF = dict(np.load(Path(__file__).resolve().parents[2] / "fixtures" / "reference" / "ucdir_original.npz"))
 
@@ -78,8 +85,8 @@ def test_loss_terms_switch_on_at_their_epochs() -> None:
 
 def test_training_step_equals_the_original_forward() -> None:
     """Momentum update, shuffled split-BN keys, bank update before the losses, all four losses, backward."""
-    from zoo.models.ucdir.task import UCDIRModel, ucdir_step
     from zoo.models.ucdir.modeling import UCDIRNet
+    from zoo.models.ucdir.task import UCDIRModel, ucdir_step
 
     S = R.step_inputs()
     shapes = R.encoder_shapes("resnet18")

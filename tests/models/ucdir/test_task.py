@@ -12,10 +12,10 @@ import zoo
 from tests.fixtures.ucdir_data import make_office_home
 from zoo.engine.checkpoint import list_checkpoints, load_checkpoint
 from zoo.engine.recipes import resolve_recipe
-from zoo.task import DistInfo
-from zoo.models.ucdir.task import UCDIRTask
 from zoo.engine.train import TrainOptions, train
 from zoo.errors import DatasetError
+from zoo.models.ucdir.task import UCDIRTask
+from zoo.task import DistInfo
 
 
 def test_recipes_follow_the_original_scripts() -> None:
@@ -90,8 +90,8 @@ def test_best_on_labels_exports_the_original_choice(tmp_path: Path) -> None:
 def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
-    from zoo.models.ucdir.task import UCDIRModel, _all_gather_cat
     from zoo.models.ucdir.modeling import UCDIRNet
+    from zoo.models.ucdir.task import UCDIRModel, _all_gather_cat
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     torch.manual_seed(0)

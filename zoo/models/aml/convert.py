@@ -23,16 +23,14 @@ values are kept):
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from zoo.io import load_checkpoint, tensors_only
 from zoo.errors import CheckpointError
+from zoo.io import load_checkpoint, tensors_only
 
 WHITENING_SET = "retrieval-SfM-120k"
 _RESNET = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}

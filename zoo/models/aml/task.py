@@ -35,10 +35,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from zoo.data.sfm120k import EpochTuples, ImageList, draw_pairs, draw_pool, mine_negatives, read_sfm120k
-from zoo.task import StepContext, TrainTask, register_task
 from zoo.distributed import unwrap
 from zoo.errors import InputError
+from zoo.io import zoo_cache_dir
 from zoo.models.aml.loss import contrastive_loss, regression_loss, rkd_loss, tuple_labels
+from zoo.task import StepContext, TrainTask, register_task
 
 MODES = ("ts", "ts_self", "reg", "rkd", "std")
 
@@ -70,7 +71,7 @@ class _AMLItems(Dataset):
         return self.task.items_per_epoch
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from zoo.io import load_image, zoo_cache_dir
+        from zoo.io import load_image
         t = self.task
         if t.tuples is None:
             raise InputError("AML: no tuples for this epoch (on_epoch_start was not run)")

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.models.cvft.tf_checkpoint import TFCheckpointReader
 from zoo.errors import CheckpointError
+from zoo.models.cvft.tf_checkpoint import TFCheckpointReader
 
 _VGG_LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
                "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")

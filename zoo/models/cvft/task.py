@@ -23,11 +23,11 @@ from torch.utils.data import Dataset
 
 from zoo.data.cvact import cvact_paths, read_cvact_split
 from zoo.data.cvusa import read_cvusa_split
-from zoo.io import load_image
-from zoo.task import StepContext, TrainTask, register_task
 from zoo.errors import DatasetError
+from zoo.io import load_image
 from zoo.models.cvft.loss import WeightedSoftMarginTriplet
 from zoo.models.cvft.modeling import FROZEN_LAYERS, cvft_preprocessing, cvft_transforms
+from zoo.task import StepContext, TrainTask, register_task
 
 
 class CrossViewPairs(Dataset):

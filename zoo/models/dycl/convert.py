@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from zoo.io import load_checkpoint
 from zoo.errors import CheckpointError
+from zoo.io import load_checkpoint
 
 _CHILDREN = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 

@@ -34,11 +34,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from zoo.data.da_campus import TRAIN_ROW_BATCH, DACampusPairs, read_list
-from zoo.task import StepContext, TrainTask, register_task
 from zoo.distributed import unwrap
 from zoo.errors import DatasetError
 from zoo.models.dycl.loss import DyCLCriterion
 from zoo.models.dycl.modeling import IMAGENET_MEAN, IMAGENET_STD
+from zoo.task import StepContext, TrainTask, register_task
 
 
 def train_transform(resize: int = 256, crop: int = 224, scale: tuple[float, float] = (0.16, 1.0),

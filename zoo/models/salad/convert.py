@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from zoo.io import load_checkpoint, tensors_only
 from zoo.errors import CheckpointError
+from zoo.io import load_checkpoint, tensors_only
 
 _BACKBONE = "backbone.model."
 _AGGREGATOR = "aggregator."

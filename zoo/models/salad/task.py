@@ -21,10 +21,10 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from zoo.data.gsv_cities import GSVCities, PlaceBatchSampler, check_gsv_cities
-from zoo.task import StepContext, TrainTask, register_task
 from zoo.errors import DatasetError
 from zoo.models.salad.loss import MultiSimilarityWithMiner
 from zoo.models.salad.modeling import IMAGENET_MEAN, IMAGENET_STD
+from zoo.task import StepContext, TrainTask, register_task
 
 
 def train_transform(image_size: int = 224, randaugment_ops: int = 3) -> T.Compose:

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from zoo.io import load_checkpoint
 from zoo.errors import CheckpointError
+from zoo.io import load_checkpoint
 
 _QUEUE_KEYS = {"queue", "queue_ptr", "queue_A", "queue_A_ptr", "queue_B", "queue_B_ptr"}
 _ENCODERS = {"query": "encoder_q", "key": "encoder_k"}

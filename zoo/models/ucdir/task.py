@@ -53,16 +53,16 @@ from PIL import ImageFilter
 from torch import nn
 from torch.utils.data import Dataset
 
-from zoo.data.domains import Domain
-from zoo.io import load_image
 from zoo import distributed as D
-from zoo.task import StepContext, TrainTask, register_task
+from zoo.data.domains import Domain
 from zoo.errors import DatasetError
+from zoo.io import load_image
 from zoo.kmeans import kmeans
 from zoo.layers.norm import l2n
 from zoo.layers.split_bn import set_bn_splits
 from zoo.models.ucdir.loss import UCDIRLossWeights, ucdir_loss
 from zoo.models.ucdir.modeling import IMAGENET_MEAN, IMAGENET_STD, UCDIRNet, ucdir_transforms
+from zoo.task import StepContext, TrainTask, register_task
 
 log = logging.getLogger("zoo.train.ucdir")
 
