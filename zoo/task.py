@@ -22,6 +22,12 @@ from torch.utils.data import Dataset, Sampler
 
 from zoo.distributed import DistInfo
 from zoo.registry import Registry, import_submodules
+from zoo.settings import parse
+
+
+@dataclass
+class NoArgs:
+    """``task_args`` of a task that takes none."""
 
 
 @dataclass
@@ -36,7 +42,9 @@ class StepContext:
 
 
 class TrainTask:
-    """Base class: override what your method needs. ``recipe`` is the resolved recipe dict.
+    """Base class: override what your method needs. ``recipe`` is the resolved recipe dict, and
+    ``self.args`` its ``task_args`` read into the task's :attr:`Args` dataclass (unknown keys and
+    wrong types fail at construction, naming the key).
 
     ``data_root`` is the data set folder itself: ``--data-root / data.subdir`` (``--data-root``
     when the recipe has no ``data.subdir``; None without ``--data-root``).
@@ -49,10 +57,14 @@ class TrainTask:
     #: ``zoo.create_model``, set by the engine: a task builds its models through it
     create_model: Callable[..., nn.Module]
 
+    #: the dataclass of this task's ``task_args``: its fields are the allowed keys, with types and defaults
+    Args: type = NoArgs
+
     def __init__(self, recipe: dict[str, Any], data_root: Path | None, dist: DistInfo) -> None:
         self.recipe = recipe
         self.data_root = data_root
         self.dist = dist
+        self.args = parse(self.Args, recipe.get("task_args"), "task_args")
 
     # -- set-up (called once, before any work; raise zoo.errors.DatasetError on bad data) --
     def check_data(self) -> None:

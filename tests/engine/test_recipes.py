@@ -52,7 +52,7 @@ def test_defaults_and_yaml_typed_overrides(recipes: Path) -> None:
     (["epochs=0"], "epochs: expected an integer >= 1, got 0"),
     (["optimizer.lr=-1"], "optimizer.lr: expected a number > 0"),
     (["precision=fp8"], "precision: expected one of fp32, bf16, fp16, got 'fp8'"),
-    (["optimizer.name=adamm"], "did you mean adam"),
+    (["optimizer.name=adamm"], "Did you mean adam"),
     (["epochs.x=1"], "epochs is not a mapping"),
     (["epochs"], "expected key=value"),
     (["scheduler.gamma=0.5"], "scheduler.gamma is not a parameter of scheduler 'none'"),

@@ -13,6 +13,7 @@ With ``task_args.images: [C, H, W]`` the task instead feeds random images to any
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -61,12 +62,21 @@ class ToyData(Dataset):
         return self.x[i] + self.noise * torch.randn(self.x[i].shape), self.y[i]
 
 
+@dataclass
+class ToyArgs:
+    size: int = 48
+    noise: float = 0.05
+    jitter: float = 0.0
+    anchor_weight: float = 0.1
+    images: list[int] | None = None
+
+
 @register_task("toy")
 class ToyTask(TrainTask):
+    Args = ToyArgs
+
     def __init__(self, recipe: dict[str, Any], data_root: Any, dist: Any) -> None:
         super().__init__(recipe, data_root, dist)
-        self.args = {"size": 48, "noise": 0.05, "jitter": 0.0, "anchor_weight": 0.1, "images": None,
-                     **recipe["task_args"]}
         self.updates = 0
         self.anchor: torch.Tensor | None = None
 
@@ -75,8 +85,8 @@ class ToyTask(TrainTask):
         return zoo.create_model(m["name"], pretrained=m["pretrained"], variant=m["variant"], **m["args"])
 
     def build_dataset(self) -> Dataset:
-        shape = self.args["images"] or [8]
-        return ToyData(self.args["size"], shape, self.model_dim(), self.args["noise"])
+        shape = self.args.images or [8]
+        return ToyData(self.args.size, shape, self.model_dim(), self.args.noise)
 
     def model_dim(self) -> int:
         m = self.recipe["model"]
@@ -87,18 +97,18 @@ class ToyTask(TrainTask):
         was = model.training
         model.eval()
         with torch.no_grad():
-            probe = torch.randn(4, *(self.args["images"] or [8]), generator=torch.Generator().manual_seed(epoch))
+            probe = torch.randn(4, *(self.args.images or [8]), generator=torch.Generator().manual_seed(epoch))
             self.anchor = model(probe.to(self.dist.device)).mean(0).cpu()
         model.train(was)
 
     def training_step(self, model: nn.Module, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch
-        if self.args["jitter"]:  # randomness drawn in the training process (not per item)
-            x = x + self.args["jitter"] * torch.randn_like(x)
+        if self.args.jitter:  # randomness drawn in the training process (not per item)
+            x = x + self.args.jitter * torch.randn_like(x)
         out = model(x).float()
         fit = F.mse_loss(out, y)
         drift = (out.mean(0) - self.anchor.to(out.device)).pow(2).sum()
-        loss = fit + self.args["anchor_weight"] * drift
+        loss = fit + self.args.anchor_weight * drift
         # "loss" among the task's scalars must not be added to the engine's own loss column
         return loss, {"fit": fit.item(), "loss": loss.item()}
 

@@ -1,19 +1,12 @@
 """AML training (budnikm/aml main.py, training.py, lib/datasets/traindataset.py) on retrieval-SfM-120k.
 
-``task_args``:
-  ``mode``: ``ts`` asymmetric contrastive (default; student query vs the teacher's positive and
-      hardest negatives), ``ts_self`` Contr+ (the teacher's own query descriptor as one more
-      positive), ``reg`` regression to the teacher's descriptor, ``rkd`` relational distillation,
-      ``std`` symmetric contrastive without a teacher (cirtorch's protocol).
-  ``num_negatives`` (5), ``query_size`` (2000 tuples per epoch), ``pool_size`` (20000 images for
-      negative mining; the number of images per epoch for ``reg``/``rkd``), ``image_size`` (1024,
-      longer side, never upsampled), ``margin`` (0.7).
-  ``teacher_pretrained``: weights of the teacher (default ``teacher_<teacher>``: cirtorch's
-      release); ``teacher_features``: optional AML ``--feat-path`` file ``(D, N)`` (.npy) instead of
-      extracting them.
-  ``calibrate_bn`` (false): smoke runs only. Before the first epoch, set the student's BatchNorm
-      statistics from the training images (a random MobileNetV2 with frozen identity statistics
-      outputs ~1e-10, below GeM's clamp, and cannot learn); AML starts from ImageNet weights instead.
+``task_args``: the fields of :class:`AMLArgs`. ``mode``: ``ts`` asymmetric contrastive (student
+query vs the teacher's positive and hardest negatives), ``ts_self`` Contr+ (the teacher's own query
+descriptor as one more positive), ``reg`` regression to the teacher's descriptor, ``rkd``
+relational distillation, ``std`` symmetric contrastive without a teacher (cirtorch's protocol).
+``calibrate_bn`` is for smoke runs only: before the first epoch, the student's BatchNorm statistics
+are set from the training images (a random MobileNetV2 with frozen identity statistics outputs
+~1e-10, below GeM's clamp, and cannot learn); AML starts from ImageNet weights instead.
 
 As the original: one image per forward (sizes differ), BatchNorm layers in eval mode (their
 affine parameters still learn), the loss summed over the tuples of a batch, teacher
@@ -26,8 +19,9 @@ AML's validation pass (loss on the ``val`` split) is not run.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,9 +33,25 @@ from zoo.distributed import unwrap
 from zoo.errors import InputError
 from zoo.io import zoo_cache_dir
 from zoo.models.aml.loss import contrastive_loss, regression_loss, rkd_loss, tuple_labels
+from zoo.settings import setting
 from zoo.task import StepContext, TrainTask, register_task
 
 MODES = ("ts", "ts_self", "reg", "rkd", "std")
+
+
+@dataclass
+class AMLArgs:
+    """``task_args`` of the AML task (defaults: AML's main.py)."""
+
+    mode: Literal["ts", "ts_self", "reg", "rkd", "std"] = "ts"
+    num_negatives: int = setting(5, minimum=1)
+    query_size: int = setting(2000, minimum=1, help="tuples per epoch")
+    pool_size: int = setting(20000, minimum=1, help="images for negative mining; images per epoch for reg/rkd")
+    image_size: int = setting(1024, minimum=1, help="longer side, never upsampled")
+    margin: float = setting(0.7, positive=True)
+    teacher_pretrained: bool | str | None = setting(None, help="teacher weights (default: teacher_<teacher>, cirtorch's)")
+    teacher_features: str | None = setting(None, help="AML --feat-path file (D, N) .npy instead of extracting them")
+    calibrate_bn: bool = False
 
 
 def _bn_eval(module: nn.Module) -> None:
@@ -94,23 +104,14 @@ def _collate(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @register_task("aml")
 class AMLTask(TrainTask):
     collate_fn = staticmethod(_collate)
+    Args = AMLArgs
 
     def __init__(self, recipe: dict[str, Any], data_root: Path | None, dist: Any) -> None:
         super().__init__(recipe, data_root, dist)
-        args = dict(recipe.get("task_args") or {})
-        self.mode = args.pop("mode", "ts")
-        if self.mode not in MODES:
-            raise InputError(f"task_args.mode: {self.mode!r} is not one of {', '.join(MODES)}")
-        self.num_negatives = int(args.pop("num_negatives", 5))
-        self.query_size = int(args.pop("query_size", 2000))
-        self.pool_size = int(args.pop("pool_size", 20000))
-        self.image_size = int(args.pop("image_size", 1024))
-        self.margin = float(args.pop("margin", 0.7))
-        self.teacher_pretrained = args.pop("teacher_pretrained", None)
-        self.teacher_features_path = args.pop("teacher_features", None)
-        self.calibrate_bn = bool(args.pop("calibrate_bn", False))
-        if args:
-            raise InputError(f"task_args: unknown keys for task aml: {', '.join(sorted(args))}")
+        a = self.args
+        self.mode, self.num_negatives, self.query_size, self.pool_size = a.mode, a.num_negatives, a.query_size, a.pool_size
+        self.image_size, self.margin, self.calibrate_bn = a.image_size, a.margin, a.calibrate_bn
+        self.teacher_pretrained, self.teacher_features_path = a.teacher_pretrained, a.teacher_features
         self.tuples: EpochTuples | None = None
         self._teacher_feats: torch.Tensor | None = None
 

@@ -6,15 +6,14 @@ soft-margin triplet loss over every pair of the batch in both directions (:mod:`
 on CVACT pairs closer than 25 m are masked). conv1_1 .. conv3_3 of both VGG16 stacks stay frozen
 (``trainable=False`` in ``VGG.py``); the model's dropout (keep 0.8) follows the trainable convs.
 
-``task_args`` (all optional): ``dataset`` (``cvusa`` | ``cvact``), ``split`` (``train``),
-``alpha`` (10.0), ``distance_threshold`` (metres; default 25 for CVACT, none for CVUSA),
-``mat_file`` (CVACT, ``ACT_data.mat``).
+``task_args``: the fields of :class:`CVFTArgs`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from zoo.errors import DatasetError
 from zoo.io import load_image
 from zoo.models.cvft.loss import WeightedSoftMarginTriplet
 from zoo.models.cvft.modeling import FROZEN_LAYERS, cvft_preprocessing, cvft_transforms
+from zoo.settings import setting
 from zoo.task import StepContext, TrainTask, register_task
 
 
@@ -47,22 +47,28 @@ class CrossViewPairs(Dataset):
                 torch.from_numpy(self.utm[index].copy()))
 
 
+@dataclass
+class CVFTArgs:
+    """``task_args`` of the CVFT task (defaults: the original's CVUSA training)."""
+
+    dataset: Literal["cvusa", "cvact"] = "cvusa"
+    split: str = "train"
+    alpha: float = setting(10.0, positive=True, help="scale of the weighted soft-margin triplet loss")
+    distance_threshold: float | Literal["auto"] | None = setting(
+        "auto", positive=True, help="metres under which pairs are not negatives; auto: 25 on CVACT, none on CVUSA")
+    mat_file: str = setting("ACT_data.mat", help="CVACT's list file")
+
+
 @register_task("cvft")
 class CVFTTask(TrainTask):
+    Args = CVFTArgs
+
     def __init__(self, recipe: dict[str, Any], data_root: Any, dist: Any) -> None:
         super().__init__(recipe, data_root, dist)
-        args = dict(recipe.get("task_args") or {})
-        self.dataset_name = str(args.pop("dataset", "cvusa"))
-        if self.dataset_name not in ("cvusa", "cvact"):
-            raise ValueError(f"task_args.dataset: expected 'cvusa' or 'cvact', got {self.dataset_name!r}")
-        self.split = str(args.pop("split", "train"))
-        self.mat_file = args.pop("mat_file", "ACT_data.mat")
-        default_threshold = 25.0 if self.dataset_name == "cvact" else None
-        threshold = args.pop("distance_threshold", default_threshold)
-        alpha = float(args.pop("alpha", 10.0))
-        if args:
-            raise ValueError(f"task_args: unknown key(s) for task 'cvft': {', '.join(sorted(args))}")
-        self.loss = WeightedSoftMarginTriplet(alpha, None if threshold is None else float(threshold))
+        a = self.args
+        self.dataset_name, self.split, self.mat_file = a.dataset, a.split, a.mat_file
+        threshold = (25.0 if a.dataset == "cvact" else None) if a.distance_threshold == "auto" else a.distance_threshold
+        self.loss = WeightedSoftMarginTriplet(a.alpha, threshold)
         self.pairs: list[tuple[Path, Path]] = []
         self.utm: np.ndarray | None = None
 

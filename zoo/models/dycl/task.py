@@ -12,11 +12,7 @@ LayerNorm/fc head at twice that (``lr_scale`` 2), the proxies at ``proxy_lr`` (1
 decay. For the first ``warmup_epochs`` (5 in the README's command) the backbone is not updated
 (``warmup_keys: [backbone]``): its parameters stop requiring gradients, so Adam skips them.
 
-``task_args`` (all optional): ``warmup_epochs`` (5), ``head_lr_scale`` (2.0), ``proxy_lr`` (10.0),
-``resize`` (256), ``crop`` (224), ``crop_scale`` ([0.16, 1]), ``crop_ratio`` ([0.75, 1.33]),
-``row_batch`` (80; null: corrected level matrix), ``normalize_dim`` (0: the original's DyCL loss;
-1: corrected), ``loss_weights`` ([0.9, 0.2, 0.1]), ``temperature`` (0.05), ``scale`` (32),
-``margins`` ([0.25, 0.35, 0.45]).
+``task_args``: the fields of :class:`DyCLArgs`.
 
 Differences from the original, all small: the pairs are shuffled by the engine's seeded sampler
 (the original's sampler also shuffles all pairs and drops its last batch); the cosine schedule
@@ -26,6 +22,7 @@ cosine after it), and it ends the proxies' learning rate at 0 instead of 0.1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
@@ -38,6 +35,7 @@ from zoo.distributed import unwrap
 from zoo.errors import DatasetError
 from zoo.models.dycl.loss import DyCLCriterion
 from zoo.models.dycl.modeling import IMAGENET_MEAN, IMAGENET_STD
+from zoo.settings import setting
 from zoo.task import StepContext, TrainTask, register_task
 
 
@@ -49,25 +47,38 @@ def train_transform(resize: int = 256, crop: int = 224, scale: tuple[float, floa
                       T.RandomHorizontalFlip(0.5), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
+@dataclass
+class DyCLArgs:
+    """``task_args`` of the DyCL task (defaults: the original's DA-Campus configuration)."""
+
+    warmup_epochs: int = setting(5, minimum=0, help="epochs with the backbone frozen")
+    head_lr_scale: float = setting(2.0, positive=True, help="LayerNorm/fc learning rate / the recipe's lr")
+    proxy_lr: float = setting(10.0, positive=True, help="learning rate of the cluster proxies")
+    resize: int = setting(256, minimum=1)
+    crop: int = setting(224, minimum=1)
+    crop_scale: tuple[float, ...] = setting((0.16, 1.0), minimum=0.0, length=2)
+    crop_ratio: tuple[float, ...] = setting((0.75, 1.33), positive=True, length=2)
+    row_batch: int | None = setting(TRAIN_ROW_BATCH, minimum=1,
+                                    help="the original's row block of the level matrix (null: corrected matrix)")
+    normalize_dim: int = setting(0, minimum=0, help="0: the original's DyCL loss; 1: corrected")
+    loss_weights: tuple[float, ...] = setting((0.9, 0.2, 0.1), minimum=0.0, length=3)
+    temperature: float = setting(0.05, positive=True)
+    scale: float = setting(32.0, positive=True)
+    margins: tuple[float, ...] = setting((0.25, 0.35, 0.45), length=3)
+
+
 @register_task("dycl")
 class DyCLTask(TrainTask):
+    Args = DyCLArgs
+
     def __init__(self, recipe: dict[str, Any], data_root: Any, dist: Any) -> None:
         super().__init__(recipe, data_root, dist)
-        args = dict(recipe.get("task_args") or {})
-        self.warmup_epochs = int(args.pop("warmup_epochs", 5))
-        self.head_lr_scale = float(args.pop("head_lr_scale", 2.0))
-        self.proxy_lr = float(args.pop("proxy_lr", 10.0))
-        self.transform_args = {"resize": int(args.pop("resize", 256)), "crop": int(args.pop("crop", 224)),
-                               "scale": tuple(args.pop("crop_scale", (0.16, 1.0))),
-                               "ratio": tuple(args.pop("crop_ratio", (0.75, 1.33)))}
-        self.row_batch = args.pop("row_batch", TRAIN_ROW_BATCH)
-        self.loss_args = {"weights": tuple(args.pop("loss_weights", (0.9, 0.2, 0.1))),
-                          "normalize_dim": int(args.pop("normalize_dim", 0)),
-                          "temperature": float(args.pop("temperature", 0.05)),
-                          "scale": float(args.pop("scale", 32.0)),
-                          "margins": tuple(args.pop("margins", (0.25, 0.35, 0.45)))}
-        if args:
-            raise ValueError(f"task_args: unknown key(s) for task 'dycl': {', '.join(sorted(args))}")
+        a = self.args
+        self.warmup_epochs, self.head_lr_scale, self.proxy_lr = a.warmup_epochs, a.head_lr_scale, a.proxy_lr
+        self.transform_args = {"resize": a.resize, "crop": a.crop, "scale": a.crop_scale, "ratio": a.crop_ratio}
+        self.row_batch = a.row_batch
+        self.loss_args = {"weights": a.loss_weights, "normalize_dim": a.normalize_dim, "temperature": a.temperature,
+                          "scale": a.scale, "margins": a.margins}
         self.num_places = 0
         self.criterion: DyCLCriterion | None = None
         self.place_levels: torch.Tensor | None = None

@@ -5,14 +5,12 @@ RandAugment(3) (``GSVCitiesDataModule.train_transform``), embedded by the model 
 (last 4 ViT blocks + SALAD; the first 8 blocks are frozen in the model itself), and scored by the
 Multi-Similarity loss on the Multi-Similarity miner's pairs (:mod:`zoo.models.salad.loss`).
 
-``task_args`` (all optional): ``images_per_place`` (4), ``min_images_per_place`` (4),
-``image_size`` (224), ``randaugment_ops`` (3), ``cities`` (list; default every CSV in
-``Dataframes``), ``shuffle_all`` (False: shuffle places within each city, as the original),
-``ms_alpha`` (1.0), ``ms_beta`` (50.0), ``ms_base`` (0.0), ``miner_epsilon`` (0.1).
+``task_args``: the fields of :class:`SALADArgs`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +22,7 @@ from zoo.data.gsv_cities import GSVCities, PlaceBatchSampler, check_gsv_cities
 from zoo.errors import DatasetError
 from zoo.models.salad.loss import MultiSimilarityWithMiner
 from zoo.models.salad.modeling import IMAGENET_MEAN, IMAGENET_STD
+from zoo.settings import setting
 from zoo.task import StepContext, TrainTask, register_task
 
 
@@ -36,22 +35,32 @@ def train_transform(image_size: int = 224, randaugment_ops: int = 3) -> T.Compos
     return T.Compose(ops)
 
 
+@dataclass
+class SALADArgs:
+    """``task_args`` of the SALAD task (defaults: serizba/salad main.py)."""
+
+    images_per_place: int = setting(4, minimum=1)
+    min_images_per_place: int = setting(4, minimum=1)
+    image_size: int = setting(224, minimum=14)
+    randaugment_ops: int = setting(3, minimum=0)
+    cities: list[str] | None = setting(None, help="default: every CSV in Dataframes/")
+    shuffle_all: bool = setting(False, help="false: shuffle places within each city, as the original")
+    ms_alpha: float = 1.0
+    ms_beta: float = 50.0
+    ms_base: float = 0.0
+    miner_epsilon: float = 0.1
+
+
 @register_task("salad")
 class SALADTask(TrainTask):
+    Args = SALADArgs
+
     def __init__(self, recipe: dict[str, Any], data_root: Any, dist: Any) -> None:
         super().__init__(recipe, data_root, dist)
-        args = dict(recipe.get("task_args") or {})
-        self.k = int(args.pop("images_per_place", 4))
-        self.min_images = int(args.pop("min_images_per_place", 4))
-        self.image_size = int(args.pop("image_size", 224))
-        self.randaugment_ops = int(args.pop("randaugment_ops", 3))
-        self.cities = args.pop("cities", None)
-        self.shuffle_all = bool(args.pop("shuffle_all", False))
-        loss_args = {"alpha": float(args.pop("ms_alpha", 1.0)), "beta": float(args.pop("ms_beta", 50.0)),
-                     "base": float(args.pop("ms_base", 0.0)), "epsilon": float(args.pop("miner_epsilon", 0.1))}
-        if args:
-            raise ValueError(f"task_args: unknown key(s) for task 'salad': {', '.join(sorted(args))}")
-        self.loss = MultiSimilarityWithMiner(**loss_args)
+        a = self.args
+        self.k, self.min_images, self.image_size = a.images_per_place, a.min_images_per_place, a.image_size
+        self.randaugment_ops, self.cities, self.shuffle_all = a.randaugment_ops, a.cities, a.shuffle_all
+        self.loss = MultiSimilarityWithMiner(alpha=a.ms_alpha, beta=a.ms_beta, base=a.ms_base, epsilon=a.miner_epsilon)
 
     def check_data(self) -> None:
         if self.data_root is None:

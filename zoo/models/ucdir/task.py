@@ -25,25 +25,19 @@ key encoder; ``select_epoch: best_on_labels`` does what the original does (P@K o
 after every epoch, the epoch with the best mean of the first K is exported; it uses the labels, so
 it is not an unsupervised model selection).
 
-``task_args`` (defaults = ``scripts/office-home.sh``): ``dataset`` (office_home | domainnet),
-``domains`` ([A, B]), ``split`` (null for Office-Home, ``train`` for DomainNet), ``num_cluster``
-(null: the number of classes), ``temperature`` (0.2), ``moco_momentum`` (0.999), ``key_bn_splits`` (2),
-``cluster_start_epoch`` (20), ``instcon_weight`` (1.0), ``cwcon_startepoch`` (20),
-``cwcon_satureepoch`` (100), ``cwcon_weightstart`` (0.0), ``cwcon_weightsature`` (0.5),
-``cwcon_filterthresh`` (0.2), ``selfentro_temp`` (0.01), ``selfentro_weight`` (1.0),
-``selfentro_startepoch`` (100), ``distofdist_weight`` (0.5), ``distofdist_startepoch`` (100),
-``kmeans_niter`` (20), ``kmeans_nredo`` (5), ``kmeans_backend`` (auto), ``image_size`` (224),
-``crop_scale`` ([0.2, 1.0], RandomResizedCrop; only the smoke recipe changes it),
-``eval_resize`` (256), ``eval_batch_size`` (128), ``prec_k`` ([1, 5, 15]), ``select_epoch`` (last).
+``task_args``: the fields of :class:`UCDIRArgs` (defaults = ``scripts/office-home.sh``), the loss
+weights and start epochs of :class:`zoo.models.ucdir.loss.UCDIRLossWeights` among them.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -62,6 +56,7 @@ from zoo.layers.norm import l2n
 from zoo.layers.split_bn import set_bn_splits
 from zoo.models.ucdir.loss import UCDIRLossWeights, ucdir_loss
 from zoo.models.ucdir.modeling import IMAGENET_MEAN, IMAGENET_STD, UCDIRNet, ucdir_transforms
+from zoo.settings import setting
 from zoo.task import StepContext, TrainTask, register_task
 
 log = logging.getLogger("zoo.train.ucdir")
@@ -213,33 +208,42 @@ def precision_at_k(feats_a: torch.Tensor, labels_a: np.ndarray, feats_b: torch.T
     return out
 
 
+@dataclass(frozen=True)
+class UCDIRArgs(UCDIRLossWeights):
+    """``task_args`` of the UCDIR task: the loss weights and start epochs, and the settings below."""
+
+    dataset: Literal["office_home", "domainnet"] = "office_home"
+    domains: list[str] = setting(["Product", "Clipart"], length=2, help="the two domains [A, B]")
+    split: str | None = setting(None, help="null for Office-Home, train for DomainNet")
+    num_cluster: int | list[int] | None = setting(None, minimum=1, help="k of k-means (null: the number of classes)")
+    moco_momentum: float = setting(0.999, minimum=0.0)
+    key_bn_splits: int = setting(2, minimum=1)
+    kmeans_niter: int = setting(20, minimum=1)
+    kmeans_nredo: int = setting(5, minimum=1)
+    kmeans_backend: Literal["auto", "faiss", "torch"] = "auto"
+    image_size: int = setting(224, minimum=1)
+    crop_scale: tuple[float, ...] = setting((0.2, 1.0), minimum=0.0, length=2, help="RandomResizedCrop scale")
+    eval_resize: int = setting(256, minimum=1)
+    eval_batch_size: int = setting(128, minimum=1)
+    prec_k: list[int] = setting([1, 5, 15], minimum=1)
+    select_epoch: Literal["last", "best_on_labels"] = "last"
+
+
 @register_task("ucdir")
 class UCDIRTask(TrainTask):
+    Args = UCDIRArgs
+
     def __init__(self, recipe: dict[str, Any], data_root: Path | None, dist: Any) -> None:
         super().__init__(recipe, data_root, dist)
-        args = dict(recipe.get("task_args") or {})
-        self.dataset_name = str(args.pop("dataset", "office_home"))
-        self.domain_names = [str(d) for d in args.pop("domains", ["Product", "Clipart"])]
-        if len(self.domain_names) != 2:
-            raise ValueError(f"task_args.domains: expected two domains [A, B], got {self.domain_names}")
-        self.split = args.pop("split", None)
-        self.num_cluster = args.pop("num_cluster", None)
-        self.momentum = float(args.pop("moco_momentum", 0.999))
-        self.key_bn_splits = int(args.pop("key_bn_splits", 2))
-        self.kmeans_args = {"niter": int(args.pop("kmeans_niter", 20)), "nredo": int(args.pop("kmeans_nredo", 5)),
-                            "backend": str(args.pop("kmeans_backend", "auto"))}
-        self.image_size = int(args.pop("image_size", 224))
-        self.crop_scale = tuple(float(v) for v in args.pop("crop_scale", [0.2, 1.0]))
-        self.eval_resize = int(args.pop("eval_resize", 256))
-        self.eval_batch_size = int(args.pop("eval_batch_size", 128))
-        self.prec_k = [int(k) for k in args.pop("prec_k", [1, 5, 15])]
-        self.select_epoch = str(args.pop("select_epoch", "last"))
-        if self.select_epoch not in ("last", "best_on_labels"):
-            raise ValueError(f"task_args.select_epoch: expected last or best_on_labels, got {self.select_epoch!r}")
-        fields = UCDIRLossWeights.__dataclass_fields__
-        self.weights = UCDIRLossWeights(**{k: type(fields[k].default)(args.pop(k)) for k in list(args) if k in fields})
-        if args:
-            raise ValueError(f"task_args: unknown key(s) for task 'ucdir': {', '.join(sorted(args))}")
+        a = self.args
+        self.dataset_name, self.domain_names, self.split = a.dataset, list(a.domains), a.split
+        self.num_cluster = a.num_cluster
+        self.momentum, self.key_bn_splits = a.moco_momentum, a.key_bn_splits
+        self.kmeans_args = {"niter": a.kmeans_niter, "nredo": a.kmeans_nredo, "backend": a.kmeans_backend}
+        self.image_size, self.crop_scale = a.image_size, a.crop_scale
+        self.eval_resize, self.eval_batch_size, self.prec_k = a.eval_resize, a.eval_batch_size, list(a.prec_k)
+        self.select_epoch = a.select_epoch
+        self.weights = UCDIRLossWeights(**{f.name: getattr(a, f.name) for f in dataclasses.fields(UCDIRLossWeights)})
         self.domains: list[Domain] = []
         self.banks: list[torch.Tensor] | None = None
         self.clusters: dict[str, Any] | None = None
