@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 RANKS = {
     "zoo.errors": 0, "zoo.registry": 0, "zoo.io": 0,
     "zoo.layers": 1, "zoo.distributed": 1, "zoo.search": 1, "zoo.kmeans": 1,
-    "zoo.data": 2, "zoo.metrics": 2, "zoo.task": 2,
+    "zoo.data": 2, "zoo.metrics": 2, "zoo.task": 2, "zoo.settings": 0,
+    # descriptor extraction knows no method and sits below the models: training tasks embed with it too
+    "zoo.engine.extract": 2,
     "zoo.models": 3,
     "zoo": 4, "zoo.hub": 4, "zoo.export": 4,
     "zoo.engine": 5, "zoo.retrieve": 5, "zoo.index": 5, "zoo.geo": 5, "zoo.onnx": 5,

@@ -232,13 +232,102 @@ def _forward(encode: Callable, tensors: list[torch.Tensor], device: torch.device
     return out  # type: ignore[return-value]
 
 
+@dataclass
+class ShardPlan:
+    """Which shards this process computes and which it found in the cache."""
+
+    bounds: list[tuple[int, int]]
+    done: dict[int, tuple[torch.Tensor, torch.Tensor, list]]
+    todo: list[int]
+    batches: list[list[int]]
+    cached_images: int
+
+    @property
+    def computed_images(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+
+def plan_shards(n: int, shard_size: int, batch_size: int, rank: int, world: int,
+                cache: DescriptorCache | None) -> ShardPlan:
+    """Split ``n`` images into shards of ``shard_size``; this rank takes every ``world``-th shard,
+    reads those the cache holds and batches the others."""
+    n_shards = (n + shard_size - 1) // shard_size
+    bounds = [(i * shard_size, min(n, (i + 1) * shard_size)) for i in range(n_shards)]
+    done: dict[int, tuple[torch.Tensor, torch.Tensor, list]] = {}
+    todo: list[int] = []
+    for i in range(rank, n_shards, world):
+        hit = cache.load(i, bounds[i][1] - bounds[i][0]) if cache is not None else None
+        if hit is not None:
+            done[i] = hit
+        else:
+            todo.append(i)
+    batches = [list(range(b, min(b + batch_size, bounds[i][1])))
+               for i in todo for b in range(bounds[i][0], bounds[i][1], batch_size)]
+    return ShardPlan(bounds, done, todo, batches, cached_images=sum(v[0].shape[0] for v in done.values()))
+
+
+def _run_batches(plan: ShardPlan, records: Sequence[ImageRecord], transform: Callable, encode: Callable, *,
+                 device: torch.device, amp: torch.dtype | None, channels_last: bool, num_workers: int,
+                 skip_corrupt: bool, cache: DescriptorCache | None, bar: Any) -> None:
+    """The loader loop: embed the planned batches; each finished shard goes into ``plan.done`` (and the cache)."""
+    loader = DataLoader(ImageListDataset(records, transform), batch_sampler=plan.batches, num_workers=num_workers,
+                        collate_fn=_keep_list, pin_memory=device.type == "cuda")
+    rows: dict[int, torch.Tensor] = {}
+    skipped: dict[int, str] = {}
+    shard_of = {idx: i for i in plan.todo for idx in range(*plan.bounds[i])}
+    remaining = {i: plan.bounds[i][1] - plan.bounds[i][0] for i in plan.todo}
+    for batch in loader:
+        good = []
+        for index, tensor, kind, message in batch:
+            if kind == "missing":
+                raise DatasetError(message)
+            if kind == "corrupt":
+                if not skip_corrupt:
+                    raise InputError(f"{message} (pass --skip-corrupt to skip and count such images)")
+                skipped[index] = message
+            else:
+                good.append((index, tensor))
+        if good:
+            for (index, _), row in zip(good, _forward(encode, [t for _, t in good], device, amp, channels_last)):
+                rows[index] = row
+        for index, *_ in batch:
+            shard = shard_of[index]
+            remaining[shard] -= 1
+            if remaining[shard] == 0:
+                plan.done[shard] = _assemble_shard(rows, skipped, *plan.bounds[shard])
+                if cache is not None:
+                    cache.save(shard, *plan.done[shard])
+        bar.update(len(batch))
+
+
+def _gather(plan: ShardPlan, rank: int, world: int, all_ranks: bool
+            ) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor, list]], int, int] | None:
+    """Every rank's shards and counts, on rank 0 (None elsewhere) or, with ``all_ranks``, on every rank."""
+    mine = (plan.done, plan.cached_images, plan.computed_images)
+    if world == 1:
+        return mine
+    import torch.distributed as dist
+    if all_ranks:
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, mine)
+    else:
+        parts = [None] * world if rank == 0 else None  # type: ignore[assignment]
+        dist.gather_object(mine, parts, dst=0)
+        if rank != 0:
+            return None
+    done: dict[int, tuple[torch.Tensor, torch.Tensor, list]] = {}
+    for part, _, _ in parts:
+        done.update(part)
+    return done, sum(p[1] for p in parts), sum(p[2] for p in parts)
+
+
 @torch.no_grad()
 def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transform: Callable, *,
-                        side: str = "database", batch_size: int = 32, num_workers: int = 0,
-                        device: str | torch.device = "cpu", precision: str = "fp32",
+                        side: str = "database", encode: Callable | None = None, batch_size: int = 32,
+                        num_workers: int = 0, device: str | torch.device = "cpu", precision: str = "fp32",
                         channels_last: bool | None = None, cache: DescriptorCache | None = None,
                         shard_size: int = 1024, skip_corrupt: bool = False, progress: bool = True,
-                        desc: str | None = None) -> Extraction | None:
+                        desc: str | None = None, all_ranks: bool = False) -> Extraction | None:
     """Descriptors ``(len(records), D)`` float32 on the CPU (None on ranks other than 0 under torchrun).
 
     Args:
@@ -246,7 +335,9 @@ def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transf
         records: the images, in the order of the returned rows.
         transform: PIL image -> float tensor (C, H, W), e.g. from :func:`zoo.get_transforms`.
         side: ``"query"`` (``model.encode_query``) or ``"database"`` (``model.encode_database``).
-        batch_size: images per forward pass.
+        encode: what embeds a batch ``(B, C, H, W) -> (B, D)`` instead of the side's encoder (e.g. a
+            training task's inner network).
+        batch_size: images per forward pass (1: one image at a time, as cirtorch extracts).
         num_workers: DataLoader worker processes for decoding and transforms.
         device: where the model runs.
         precision: ``fp32``, ``bf16`` (CPU or CUDA autocast) or ``fp16`` (CUDA autocast only).
@@ -256,6 +347,7 @@ def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transf
         skip_corrupt: skip undecodable images (zero rows, listed in ``skipped``) instead of raising.
         progress: show a tqdm bar (rank 0 only).
         desc: label of the progress bar.
+        all_ranks: under torchrun, return the descriptors on every rank (not only rank 0).
     """
     from tqdm import tqdm
 
@@ -270,71 +362,21 @@ def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transf
     model = model.eval().to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    encode = model.encode_query if side == "query" else model.encode_database
+    if encode is None:
+        encode = model.encode_query if side == "query" else model.encode_database
     rank, world = _rank_world()
     start_time = time.perf_counter()
-
-    n = len(records)
-    n_shards = (n + shard_size - 1) // shard_size
-    bounds = [(i * shard_size, min(n, (i + 1) * shard_size)) for i in range(n_shards)]
-    done: dict[int, tuple[torch.Tensor, torch.Tensor, list]] = {}
-    todo: list[int] = []
-    for i in range(rank, n_shards, world):
-        hit = cache.load(i, bounds[i][1] - bounds[i][0]) if cache is not None else None
-        if hit is not None:
-            done[i] = hit
-        else:
-            todo.append(i)
-    cached_images = sum(v[0].shape[0] for v in done.values())
-
-    batches = [list(range(b, min(b + batch_size, bounds[i][1])))
-               for i in todo for b in range(bounds[i][0], bounds[i][1], batch_size)]
-    computed_images = sum(len(b) for b in batches)
-    if batches:
-        loader = DataLoader(ImageListDataset(records, transform), batch_sampler=batches, num_workers=num_workers,
-                            collate_fn=_keep_list, pin_memory=device.type == "cuda")
-        rows: dict[int, torch.Tensor] = {}
-        skipped: dict[int, str] = {}
-        shard_of = {idx: i for i in todo for idx in range(*bounds[i])}
-        remaining = {i: bounds[i][1] - bounds[i][0] for i in todo}
-        bar = tqdm(total=computed_images, desc=desc or f"{side} descriptors", unit="img",
-                   disable=not progress or rank != 0, dynamic_ncols=True)
-        for batch in loader:
-            good = []
-            for index, tensor, kind, message in batch:
-                if kind == "missing":
-                    raise DatasetError(message)
-                if kind == "corrupt":
-                    if not skip_corrupt:
-                        raise InputError(f"{message} (pass --skip-corrupt to skip and count such images)")
-                    skipped[index] = message
-                else:
-                    good.append((index, tensor))
-            if good:
-                for (index, _), row in zip(good, _forward(encode, [t for _, t in good], device, amp, channels_last)):
-                    rows[index] = row
-            for index, *_ in batch:
-                shard = shard_of[index]
-                remaining[shard] -= 1
-                if remaining[shard] == 0:
-                    done[shard] = _assemble_shard(rows, skipped, *bounds[shard])
-                    if cache is not None:
-                        cache.save(shard, *done[shard])
-            bar.update(len(batch))
-        bar.close()
-
-    if world > 1:
-        import torch.distributed as dist
-        gathered: list[Any] | None = [None] * world if rank == 0 else None
-        dist.gather_object((done, cached_images, computed_images), gathered, dst=0)
-        if rank != 0:
-            return None
-        done, cached_images, computed_images = {}, 0, 0
-        for part, cached, computed in gathered:  # type: ignore[union-attr]
-            done.update(part)
-            cached_images += cached
-            computed_images += computed
-    return _concatenate(done, n_shards, records, cached_images, computed_images,
+    plan = plan_shards(len(records), shard_size, batch_size, rank, world, cache)
+    if plan.batches:
+        with tqdm(total=plan.computed_images, desc=desc or f"{side} descriptors", unit="img",
+                  disable=not progress or rank != 0, dynamic_ncols=True) as bar:
+            _run_batches(plan, records, transform, encode, device=device, amp=amp, channels_last=channels_last,
+                         num_workers=num_workers, skip_corrupt=skip_corrupt, cache=cache, bar=bar)
+    gathered = _gather(plan, rank, world, all_ranks)
+    if gathered is None:
+        return None
+    done, cached_images, computed_images = gathered
+    return _concatenate(done, len(plan.bounds), records, cached_images, computed_images,
                         time.perf_counter() - start_time)
 
 

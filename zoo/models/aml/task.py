@@ -28,8 +28,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from zoo.data.base import ImageRecord
 from zoo.data.sfm120k import EpochTuples, ImageList, draw_pairs, draw_pool, mine_negatives, read_sfm120k
 from zoo.distributed import unwrap
+from zoo.engine.extract import extract_descriptors
 from zoo.errors import InputError
 from zoo.io import zoo_cache_dir
 from zoo.models.aml.loss import contrastive_loss, regression_loss, rkd_loss, tuple_labels
@@ -61,14 +63,13 @@ def _bn_eval(module: nn.Module) -> None:
             m.eval()
 
 
-@torch.no_grad()
 def extract(net: nn.Module, paths: list[Path], transform: Any, device: torch.device, desc: str) -> torch.Tensor:
-    """``(N, D)`` single-scale descriptors, one image at a time (cirtorch ``extract_vectors``)."""
-    from tqdm.auto import tqdm
-    out = []
-    for x in tqdm(ImageList(paths, transform), desc=desc, leave=False, disable=len(paths) < 100):
-        out.append(net(x.unsqueeze(0).to(device)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, 0)
+    """``(N, D)`` single-scale descriptors, one image at a time as cirtorch's ``extract_vectors``
+    (through the shared extraction, sharded over the ranks of a torchrun job, on every rank)."""
+    result = extract_descriptors(net, [ImageRecord(p) for p in paths], transform, encode=net, batch_size=1,
+                                 device=device, channels_last=False, progress=len(paths) >= 100, desc=desc,
+                                 all_ranks=True)
+    return result.descriptors if paths else torch.zeros(0, 0)
 
 
 class _AMLItems(Dataset):

@@ -48,7 +48,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from zoo import distributed as D
+from zoo.data.base import ImageRecord
 from zoo.data.domains import Domain
+from zoo.engine.extract import extract_descriptors
 from zoo.errors import DatasetError
 from zoo.io import load_image
 from zoo.kmeans import kmeans
@@ -113,17 +115,6 @@ class TwoDomainPairs(Dataset):
             out[f"q_{name}"], out[f"k_{name}"] = self.transform(img), self.transform(img)
             out[f"id_{name}"] = torch.tensor(i)
         return out
-
-
-class _EvalImages(Dataset):
-    def __init__(self, paths: list[Path], transform: Any) -> None:
-        self.paths, self.transform = paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(load_image(self.paths[i]))
 
 
 def _all_gather_cat(x: torch.Tensor) -> torch.Tensor:
@@ -277,28 +268,19 @@ class UCDIRTask(TrainTask):
     # -- per epoch ------------------------------------------------------------------
     @torch.no_grad()
     def _features(self, model: nn.Module) -> list[torch.Tensor]:
-        """Key-encoder eval-mode descriptors of every image of both domains (sharded over ranks)."""
-        from tqdm.auto import tqdm
-
+        """Key-encoder eval-mode descriptors of every image of both domains (sharded over ranks, on every rank)."""
         inner: UCDIRModel = D.unwrap(model)  # type: ignore[assignment]
         enc = inner.encoder_k
         was_training = enc.training
-        enc.eval()
         device = next(enc.parameters()).device
         tf, _ = ucdir_transforms(resize_shorter=self.eval_resize, center_crop=self.image_size)
         out = []
         for dom in self.domains:
-            mine = list(range(self.dist.rank, len(dom), self.dist.world_size))
-            loader = torch.utils.data.DataLoader(_EvalImages([dom.paths[i] for i in mine], tf),
-                                                 batch_size=self.eval_batch_size,
-                                                 num_workers=self.recipe.get("num_workers", 0))
-            feats = [enc(x.to(device)).float().cpu() for x in tqdm(loader, desc=f"features {dom.name}", leave=False,
-                                                                     disable=not self.dist.is_main or len(mine) < 500)]
-            local = torch.cat(feats) if feats else torch.zeros(0, enc.dim)
-            full = torch.zeros(len(dom), enc.dim)
-            for rank, part in enumerate(D.all_gather_object(local)):
-                full[rank::self.dist.world_size] = part
-            out.append(full)
+            result = extract_descriptors(
+                enc, [ImageRecord(p) for p in dom.paths], tf, encode=enc, batch_size=self.eval_batch_size,
+                num_workers=self.recipe.get("num_workers", 0), device=device, channels_last=False,
+                progress=self.dist.is_main and len(dom) >= 500, desc=f"features {dom.name}", all_ranks=True)
+            out.append(result.descriptors if len(dom) else torch.zeros(0, enc.dim))
         enc.train(was_training)
         return out
 
