@@ -68,7 +68,7 @@ def describe(tp: Any, meta: dict[str, Any] | None = None) -> str:
     if origin in (list, tuple):
         count = meta.get("length") or "any number of"
         return f"a list of {count} values, each {describe(args[0], {k: v for k, v in meta.items() if k != 'length'})}"
-    if origin is dict or dataclasses.is_dataclass(tp):
+    if origin is dict or tp is dict or dataclasses.is_dataclass(tp):
         return "a mapping"
     return getattr(tp, "__name__", str(tp))
 
@@ -121,10 +121,10 @@ def check(tp: Any, value: Any, path: str, meta: dict[str, Any] | None = None) ->
                 raise fail() from None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (tp is int and not isinstance(value, int)):
             raise fail()
-        value = tp(value)
-        if (meta.get("positive") and not value > 0) or (meta.get("minimum") is not None and value < meta["minimum"]):
+        number = tp(value)
+        if (meta.get("positive") and not number > 0) or (meta.get("minimum") is not None and number < meta["minimum"]):
             raise fail()
-        return value
+        return number
     if origin is Literal:
         if value not in args:
             hint = did_you_mean(str(value), [str(a) for a in args])
@@ -136,7 +136,7 @@ def check(tp: Any, value: Any, path: str, meta: dict[str, Any] | None = None) ->
         items = [check(args[0], v, f"{path}[{i}]", {k: w for k, w in meta.items() if k != "length"})
                  for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
-    if origin is dict:
+    if origin is dict or tp is dict:
         if value is None:
             return {}
         if not isinstance(value, dict):
