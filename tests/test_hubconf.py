@@ -43,11 +43,8 @@ def test_hub_load_from_clean_checkout_without_weights(tmp_path):
         "import torch, json\n"
         "out = {}\n"
         f"for name in {list(ENTRY_POINTS)!r}:\n"
-        "    try:\n"
-        f"        m = torch.hub.load({str(REPO_ROOT)!r}, name, source='local', pretrained=False)\n"
-        "        out[name] = [type(m).__name__, m.training, m.zoo_config['descriptor_dim']]\n"
-        "    except NotImplementedError as err:\n"
-        "        out[name] = ['not implemented', str(err)]\n"
+        f"    m = torch.hub.load({str(REPO_ROOT)!r}, name, source='local', pretrained=False)\n"
+        "    out[name] = [type(m).__name__, m.training, m.zoo_config['descriptor_dim']]\n"
         "print(json.dumps(out))\n"
     )
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path), "HF_HOME": str(tmp_path),
@@ -59,9 +56,6 @@ def test_hub_load_from_clean_checkout_without_weights(tmp_path):
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(loaded) == set(ENTRY_POINTS)
     for name, value in loaded.items():
-        if value[0] == "not implemented":
-            assert "has not landed" in value[1]
-        else:
-            assert value[1] is False, f"{name} must come back in eval mode"
-            assert value[2] > 0
+        assert value[1] is False, f"{name} must come back in eval mode"
+        assert value[2] > 0
     assert list(Path(tmp_path).rglob("*.safetensors")) == [], "pretrained=False must download nothing"

@@ -151,14 +151,8 @@ def test_bf16_on_cpu_with_clipping(recipes_dir: Path, tmp_path: Path, caplog: py
     assert rows[-1]["loss"] < rows[0]["loss"]
 
 
-HUB_CANDIDATES = ("aml_student", "ucdir_moco", "dycl_resnet")  # single-input CNNs, cheap at 32 px
-
-
 def test_export_loads_through_hubconf(tmp_path: Path) -> None:
-    landed = [name for name in HUB_CANDIDATES if name in zoo.list_models()]
-    if not landed:
-        pytest.skip(f"none of {HUB_CANDIDATES} has landed yet")
-    name = landed[0]
+    name = "aml_student"  # a single-input CNN, cheap at 32 px
     recipe = dict(TOY, model={"name": name}, batch_size=2, epochs=1, max_steps_per_epoch=1,
                   optimizer={"name": "adam", "lr": 1e-3}, scheduler={"name": "none"},
                   task_args={"size": 4, "images": [3, 32, 32], "anchor_weight": 0})
@@ -189,9 +183,6 @@ def test_task_state_must_be_loadable_without_code() -> None:
 def test_evaluation_during_training(tmp_path: Path) -> None:
     """eval: {table, every_epochs} runs the evaluation engine on the current weights each epoch,
     logs its metrics, and leaves training untouched (same weights as without evaluation)."""
-    pytest.importorskip("zoo.engine.evaluate", reason="evaluation engine (issue 4) has not landed")
-    if "aml_student" not in zoo.list_models():
-        pytest.skip("aml_student has not landed")
     from tests.fixtures.salad_data import make_vpr_lists
 
     data = tmp_path / "data"
