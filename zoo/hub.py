@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from zoo.errors import (
     WeightsUnavailableError,
     ZooError,
 )
-from zoo.io import sha256_file, zoo_cache_dir
+from zoo.io import atomic_path, atomic_write_text, sha256_file, zoo_cache_dir
 from zoo.models.cards import HubFile, ModelInfo, UrlFile, WeightSource
 
 WEIGHTS_NAME = "model.safetensors"
@@ -128,12 +127,11 @@ def download_url(ref: UrlFile, dest_dir: Path | None = None) -> Path:
     if is_offline():
         raise WeightsUnavailableError(f"{url} is not in the local cache ({dest}) and HF_HUB_OFFLINE is set. {_SUPPLY_HINT}")
     dest_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.", suffix=".part")
-    try:
+    with atomic_path(dest) as tmp:
         digest = hashlib.sha256()
         received = 0
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
                 expected = response.headers.get("Content-Length")
                 for block in _progress(iter(lambda: response.read(1 << 20), b""), name,
                                        int(expected) if expected else None):
@@ -150,10 +148,6 @@ def download_url(ref: UrlFile, dest_dir: Path | None = None) -> Path:
             raise DownloadError(f"{url}: download truncated ({received} of {expected} bytes)")
         if ref.sha256 and digest.hexdigest() != ref.sha256:
             raise ChecksumError(f"{url}: sha256 {digest.hexdigest()} differs from the pinned {ref.sha256}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 
@@ -178,20 +172,17 @@ def save_pretrained(out_dir: str | Path, state_dict: dict[str, torch.Tensor], co
                     extra_files: dict[str, str] | None = None) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (+ extra text files) atomically into ``out_dir``.
 
-    Files are written into a temporary directory beside ``out_dir`` and moved in one by one with
-    ``os.replace``, so a reader never sees a half-written file.
+    Each file is written with :func:`zoo.io.atomic_path`, so a reader never sees a half-written
+    file; every text is serialised before the first file is replaced.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tmp-") as tmp:
-        tmp = Path(tmp)
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        for name in [WEIGHTS_NAME, CONFIG_NAME, *(extra_files or {})]:
-            os.replace(tmp / name, out_dir / name)
+    texts = {CONFIG_NAME: json.dumps(config, indent=2, sort_keys=True) + "\n", **(extra_files or {})}
+    with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    for name, text in texts.items():
+        atomic_write_text(out_dir / name, text)
     return out_dir
 
 

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from zoo.data.sfm120k import EpochTuples, ImageList, draw_pairs, draw_pool, mine_negatives, read_sfm120k
 from zoo.distributed import unwrap
 from zoo.errors import InputError
-from zoo.io import zoo_cache_dir
+from zoo.io import atomic_path, zoo_cache_dir
 from zoo.models.aml.loss import contrastive_loss, regression_loss, rkd_loss, tuple_labels
 from zoo.task import StepContext, TrainTask, register_task
 
@@ -173,7 +173,8 @@ class AMLTask(TrainTask):
         feats = extract(teacher.teacher, self.split.images, self.transform, self.dist.device, "teacher descriptors")
         if pretrained is not False and self.dist.is_main:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(feats, cache)
+            with atomic_path(cache) as tmp:
+                torch.save(feats, tmp)
         self._teacher_feats = feats
         return feats
 
