@@ -38,6 +38,7 @@ from zoo.errors import (
     CheckpointError,
     ChecksumError,
     DownloadError,
+    InputError,
     WeightsNotFoundError,
     WeightsUnavailableError,
     ZooError,
@@ -197,7 +198,14 @@ def load_pretrained_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
         state_dict = load_file(str(weights))
     except Exception as err:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if not config_path.is_file():
+        return state_dict, {}
+    try:
+        config = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{config_path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
     return state_dict, config
 
 
@@ -225,6 +233,7 @@ def convert_checkpoint(info: ModelInfo, checkpoint: str | Path, **options: Any) 
         raise CheckpointError(f"{checkpoint}: {info.name} has no converter for original checkpoints")
     if not checkpoint.exists() and not list(checkpoint.parent.glob(checkpoint.name + ".*")):
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
+    _check_converter_options(info, options)
     try:
         state_dict, config = info.converter(checkpoint, **options)
     except ZooError:
@@ -239,6 +248,19 @@ def convert_checkpoint(info: ModelInfo, checkpoint: str | Path, **options: Any) 
     elif Path(f"{checkpoint}.index").is_file():
         source["index_sha256"] = sha256_file(f"{checkpoint}.index")
     return state_dict, {**config, "architecture": info.name, "source": source}
+
+
+def _check_converter_options(info: ModelInfo, options: dict[str, Any]) -> None:
+    """Options a converter does not name are refused (a converter's ``**_`` would ignore them silently)."""
+    import inspect
+
+    assert info.converter is not None
+    params = list(inspect.signature(info.converter).parameters.values())[1:]  # after the checkpoint path
+    known = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(f"{info.name}: unknown converter option(s) {', '.join(map(repr, unknown))}; "
+                         f"its converter takes {', '.join(known) or 'no options'}")
 
 
 def download(ref: HubFile | UrlFile) -> Path:
@@ -323,6 +345,7 @@ def resolve_weights(info: ModelInfo, pretrained: bool | str, tag: str | None = N
         return _resolve_source(info, pretrained, info.weights[pretrained])
     if pretrained.startswith("hf-hub:"):
         repo, _, revision = pretrained[len("hf-hub:"):].partition("@")
+        _check_repo_id(pretrained, repo)
         weights = download_hub_file(HubFile(repo, WEIGHTS_NAME, revision or "main"))
         download_hub_file(HubFile(repo, CONFIG_NAME, revision or "main"))
         state_dict, config = load_pretrained_dir(weights)
@@ -340,6 +363,17 @@ def resolve_weights(info: ModelInfo, pretrained: bool | str, tag: str | None = N
     raise WeightsNotFoundError(
         f"pretrained={pretrained!r} for {info.name}: no such file or directory, and not a weight source "
         f"name (known: {names}) nor 'hf-hub:org/repo[@revision]'")
+
+
+def _check_repo_id(pretrained: str, repo: str) -> None:
+    """An ``hf-hub:`` id must be a repo id as the Hub spells them; checked before any request."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as err:
+        raise WeightsNotFoundError(f"pretrained={pretrained!r}: {repo!r} is not a Hub repo id "
+                                   f"(expected hf-hub:org/repo[@revision]; {err})") from None
 
 
 def clear_converted_cache(name: str | None = None) -> None:
