@@ -42,7 +42,7 @@ def _signature_hints(fn: Callable) -> tuple[dict[str, inspect.Parameter], dict[s
     params = {n: p for n, p in inspect.signature(fn).parameters.items()
               if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
     except Exception:  # noqa: BLE001 - an annotation that cannot be resolved: types are then not checked
         hints = {}
     return params, hints
@@ -58,8 +58,7 @@ def builder_parameters(info: ModelInfo) -> tuple[dict[str, inspect.Parameter], d
     forwards = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(info.builder).parameters.values())
     returned = hints.get("return")
     if forwards and inspect.isclass(returned):
-        more, more_hints = _signature_hints(returned.__init__)
-        more.pop("self", None)
+        more, more_hints = _signature_hints(returned)
         params = {**more, **params}
         hints = {**more_hints, **hints}
     hints.pop("return", None)
