@@ -45,6 +45,8 @@ def _signature_hints(fn: Callable) -> tuple[dict[str, inspect.Parameter], dict[s
         hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
     except Exception:  # noqa: BLE001 - an annotation that cannot be resolved: types are then not checked
         hints = {}
+    if inspect.isclass(fn):
+        hints.pop("return", None)  # __init__ returns None; the builder returns the class itself
     return params, hints
 
 
@@ -57,7 +59,7 @@ def builder_parameters(info: ModelInfo) -> tuple[dict[str, inspect.Parameter], d
     params, hints = _signature_hints(info.builder)
     forwards = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(info.builder).parameters.values())
     returned = hints.get("return")
-    if forwards and inspect.isclass(returned):
+    if forwards and inspect.isclass(returned) and returned is not type(None):
         more, more_hints = _signature_hints(returned)
         params = {**more, **params}
         hints = {**more_hints, **hints}

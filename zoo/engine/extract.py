@@ -290,31 +290,31 @@ def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transf
         skipped: dict[int, str] = {}
         shard_of = {idx: i for i in todo for idx in range(*bounds[i])}
         remaining = {i: bounds[i][1] - bounds[i][0] for i in todo}
-        bar = tqdm(total=computed_images, desc=desc or f"{side} descriptors", unit="img",
-                   disable=not progress or rank != 0, dynamic_ncols=True)
-        for batch in loader:
-            good = []
-            for index, tensor, kind, message in batch:
-                if kind == "missing":
-                    raise DatasetError(message)
-                if kind == "corrupt":
-                    if not skip_corrupt:
-                        raise InputError(f"{message} (pass --skip-corrupt to skip and count such images)")
-                    skipped[index] = message
-                else:
-                    good.append((index, tensor))
-            if good:
-                for (index, _), row in zip(good, _forward(encode, [t for _, t in good], device, amp, channels_last)):
-                    rows[index] = row
-            for index, *_ in batch:
-                shard = shard_of[index]
-                remaining[shard] -= 1
-                if remaining[shard] == 0:
-                    done[shard] = _assemble_shard(rows, skipped, *bounds[shard])
-                    if cache is not None:
-                        cache.save(shard, *done[shard])
-            bar.update(len(batch))
-        bar.close()
+        # As a context manager the bar is closed on errors too: an error message starts on a line of its own.
+        with tqdm(total=computed_images, desc=desc or f"{side} descriptors", unit="img",
+                  disable=not progress or rank != 0, dynamic_ncols=True) as bar:
+            for batch in loader:
+                good = []
+                for index, tensor, kind, message in batch:
+                    if kind == "missing":
+                        raise DatasetError(message)
+                    if kind == "corrupt":
+                        if not skip_corrupt:
+                            raise InputError(f"{message} (pass --skip-corrupt to skip and count such images)")
+                        skipped[index] = message
+                    else:
+                        good.append((index, tensor))
+                if good:
+                    for (index, _), row in zip(good, _forward(encode, [t for _, t in good], device, amp, channels_last)):
+                        rows[index] = row
+                for index, *_ in batch:
+                    shard = shard_of[index]
+                    remaining[shard] -= 1
+                    if remaining[shard] == 0:
+                        done[shard] = _assemble_shard(rows, skipped, *bounds[shard])
+                        if cache is not None:
+                            cache.save(shard, *done[shard])
+                bar.update(len(batch))
 
     if world > 1:
         import torch.distributed as dist
