@@ -250,3 +250,10 @@ def test_sixteen_bit_query_ranks_like_its_eight_bit_twin(mean_colour, tmp_path, 
     payload = json.loads((tmp_path / "out" / "results.json").read_text())
     top = payload["topk"][0]
     assert Path(top["database"]).name == "g_2.png" and top["similarity"] > 0.999
+
+
+def test_retrieve_topk_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["retrieve", "--model", "x", "--queries", "q", "--database", "d", "--topk", "-1"])
+    assert stop.value.code == 2
+    assert "--topk: expected an integer >= 1, got -1" in capsys.readouterr().err

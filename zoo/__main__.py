@@ -215,6 +215,17 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse then answers a bad value in one line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _pretrained_arg(value: str) -> bool | str:
     return {"true": True, "false": False}.get(value.lower(), value)
 
@@ -270,9 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", required=True, help="folder of query images")
     p.add_argument("--database", required=True, help="folder of database images")
     p.add_argument("--out", default="outputs/retrieve", help="output folder (default: %(default)s)")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=_positive_int, default=5, help="matches per query (default: %(default)s)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave unreadable images out of the search (listed in the output) instead of stopping")
