@@ -257,3 +257,17 @@ def test_retrieve_topk_must_be_positive(capsys):
         main(["retrieve", "--model", "x", "--queries", "q", "--database", "d", "--topk", "-1"])
     assert stop.value.code == 2
     assert "--topk: expected an integer >= 1, got -1" in capsys.readouterr().err
+
+
+def test_retrieve_write_failure_leaves_no_temporary_file(mean_colour, tmp_path, monkeypatch, capsys):
+    import os
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device", str(dst))
+
+    queries, database = _folders_with_bomb(tmp_path)
+    (database / "bomb.png").unlink()
+    monkeypatch.setattr(os, "replace", disk_full)
+    assert _retrieve(mean_colour, queries, database, tmp_path / "out") == 2
+    _one_line(capsys, "python -m zoo retrieve", "results.csv: No space left on device")
+    assert list((tmp_path / "out").iterdir()) == []
