@@ -21,7 +21,7 @@ RANKS = {
     # descriptor extraction knows no method and sits below the models: training tasks embed with it too
     "zoo.engine.extract": 2,
     "zoo.models": 3,
-    "zoo": 4, "zoo.hub": 4, "zoo.export": 4,
+    "zoo": 4, "zoo.hub": 4, "zoo.export": 4, "zoo.variants": 4,
     "zoo.engine": 5, "zoo.retrieve": 5, "zoo.index": 5, "zoo.geo": 5, "zoo.onnx": 5,
     "zoo.__main__": 6, "zoo.cli": 6, "hubconf": 6, "training": 6, "eval": 6, "bench": 6,
 }

@@ -56,9 +56,11 @@ def create_model(name: str, pretrained: bool | str = True, variant: str | None =
     """
     from zoo.hub import resolve_weights
     from zoo.io import load_state_dict_strict
+    from zoo.variants import check_builder_args, check_config
 
     info = get_model_info(name)
     tag, named = _variant_from(name, variant)
+    check_builder_args(info, kwargs, f"{info.name} arguments", bounded=False)
     variant_kwargs = {**info.variant_kwargs(tag), **kwargs}
     resolved = resolve_weights(info, pretrained, tag)
     preprocessing = None
@@ -68,6 +70,9 @@ def create_model(name: str, pretrained: bool | str = True, variant: str | None =
         # ``.variant`` tag, ``variant=`` or keyword arguments) wins and is never swapped silently:
         # weights that do not fit it fail the strict load below, listing the keys.
         asked = set(kwargs) | (set(variant_kwargs) if named else set())
+        # The rest is checked against the cards before building: a config asking for a huge
+        # variant fails here, not after allocating it.
+        check_config(info, resolved.config, resolved.description, asked)
         stored = {k: v for k, v in (resolved.config.get("variant") or {}).items() if k not in asked}
         variant_kwargs = {**variant_kwargs, **stored}
         if not asked and resolved.config.get("variant_tag") in info.variants:

@@ -24,11 +24,13 @@ EPILOG = """examples:
 
 def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are parsed as JSON where they can be (numbers, booleans, lists)."""
+    from zoo.errors import InputError
+
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: --option expects key=value, got {pair!r}")
+            raise InputError(f"--option expects key=value, got {pair!r}")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -127,18 +129,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     from zoo.export import model_card
     from zoo.hub import convert_checkpoint, save_pretrained
-    from zoo.io import load_state_dict_strict
+    from zoo.io import check_output_dir, load_state_dict_strict
     from zoo.models import get_model_info, split_name
+    from zoo.variants import check_builder_args
 
     info = get_model_info(args.name)
     options = _parse_options(args.option)
     if args.whitening:
         options["whitening"] = args.whitening
+    check_output_dir(args.out)
     state_dict, config = convert_checkpoint(info, args.checkpoint, **options)
     # The variant named on the command line, else the one the converter read from the checkpoint.
     tag = split_name(args.name)[1] or config.get("variant_tag")
     tag = tag if tag in info.variants else info.default_variant
-    variant = {**info.variant_kwargs(tag), **config.get("variant", {})}
+    # Read from tensor shapes: checked against the cards before the model is built.
+    read = check_builder_args(info, config.get("variant", {}), f"{args.checkpoint}: variant read from the checkpoint")
+    variant = {**info.variant_kwargs(tag), **read}
     # Build the architecture and load strictly before writing anything: a converter that
     # produced keys the model does not have must fail here, not at first use.
     model = info.builder(**variant)
@@ -156,27 +162,40 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import zoo
     from zoo.export import export_pretrained
+    from zoo.io import check_output_dir
 
+    check_output_dir(args.out)
     model = zoo.create_model(args.name, pretrained=_pretrained_arg(args.pretrained))
     out = export_pretrained(model, args.out)
     print(f"exported {args.name} to {out} (model.safetensors, config.json, README.md)")
     return 0
 
 
+#: what ``push`` uploads: the model and its card, never whatever else lies in the folder
+PUSHED_FILES = ("model.safetensors", "config.json", "README.md")
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     from huggingface_hub import HfApi
 
+    from zoo.errors import InputError
     from zoo.hub import CONFIG_NAME, WEIGHTS_NAME
     from zoo.io import sha256_file
 
+    if args.token is not None:
+        raise InputError("--token is not accepted (a token on the command line is visible in the process list): "
+                         "set HF_TOKEN in the environment or log in once with `hf auth login`")
     folder = Path(args.folder)
     for name in (WEIGHTS_NAME, CONFIG_NAME):
         if not (folder / name).is_file():
-            raise SystemExit(f"error: {folder / name} is missing; write the folder with `python -m zoo export` first")
-    # HF_ENDPOINT is read now, as zoo.hub does, not when huggingface_hub was first imported.
-    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=args.token)
+            raise InputError(f"{folder / name} is missing; write the folder with `python -m zoo export` first")
+    files = [name for name in PUSHED_FILES if (folder / name).is_file()]
+    # HF_ENDPOINT is read now, as zoo.hub does, not when huggingface_hub was first imported;
+    # the token is HF_TOKEN or the stored login (huggingface_hub's own lookup).
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
     api.create_repo(args.repo, private=args.private, exist_ok=True)
-    info = api.upload_folder(repo_id=args.repo, folder_path=str(folder), commit_message=args.message)
+    info = api.upload_folder(repo_id=args.repo, folder_path=str(folder), commit_message=args.message,
+                             allow_patterns=files)
     commit = getattr(info, "oid", None) or str(info)
     print(f"pushed {folder} to {args.repo} at commit {commit}")
     print("registry entry: HubFile(" + json.dumps(args.repo) + f', "{WEIGHTS_NAME}", "{commit}", '
@@ -190,10 +209,21 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     result = retrieve_folders(
         model_name=args.model, pretrained=_pretrained_arg(args.pretrained), queries=args.queries,
         database=args.database, out_dir=args.out, topk=args.topk, device=args.device,
-        batch_size=args.batch_size, precision=args.precision)
+        batch_size=args.batch_size, precision=args.precision, skip_corrupt=args.skip_corrupt)
     for line in result.summary_lines():
         print(line)
     return 0
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse then answers a bad value in one line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
 
 def _pretrained_arg(value: str) -> bool | str:
@@ -231,11 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("push", help="upload an exported folder to a Hugging Face Hub repo")
+    p = sub.add_parser("push", help="upload an exported folder's model.safetensors, config.json and README.md to the Hub",
+                       description="Upload model.safetensors, config.json and README.md (the model card) of FOLDER "
+                                   "to a Hugging Face Hub repo; other files in FOLDER stay local. The token is "
+                                   "HF_TOKEN from the environment, else the one `hf auth login` stored.")
     p.add_argument("folder")
     p.add_argument("--repo", required=True, help="org/name on the Hub")
     p.add_argument("--private", action="store_true")
-    p.add_argument("--token", default=None, help="Hub token (default: the logged-in one / HF_TOKEN)")
+    p.add_argument("--token", default=None, help=argparse.SUPPRESS)  # refused with an explanation
     p.add_argument("--message", default="Upload weights converted with retrieval-zoo")
     p.set_defaults(func=cmd_push)
 
@@ -248,10 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", required=True, help="folder of query images")
     p.add_argument("--database", required=True, help="folder of database images")
     p.add_argument("--out", default="outputs/retrieve", help="output folder (default: %(default)s)")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=_positive_int, default=5, help="matches per query (default: %(default)s)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave unreadable images out of the search (listed in the output) instead of stopping")
     p.set_defaults(func=cmd_retrieve)
 
     # These two parse their own options (python -m zoo train --help).
@@ -266,19 +301,14 @@ _DELEGATED = {"train": "zoo.cli.train", "eval": "zoo.cli.reproduce"}
 def main(argv: Sequence[str] | None = None) -> int:
     import importlib
 
-    from zoo.errors import ZooError
+    from zoo.cli.guard import run_guarded
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _DELEGATED:
         command = importlib.import_module(_DELEGATED[argv[0]])
         return command.main(argv[1:], prog=f"python -m zoo {argv[0]}")
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ZooError, KeyError, NotImplementedError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    return run_guarded(lambda: args.func(args), f"python -m zoo {args.command}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -39,11 +38,12 @@ from zoo.errors import (
     CheckpointError,
     ChecksumError,
     DownloadError,
+    InputError,
     WeightsNotFoundError,
     WeightsUnavailableError,
     ZooError,
 )
-from zoo.io import sha256_file, zoo_cache_dir
+from zoo.io import atomic_path, atomic_write_text, sha256_file, zoo_cache_dir
 from zoo.models.cards import HubFile, ModelInfo, UrlFile, WeightSource
 
 WEIGHTS_NAME = "model.safetensors"
@@ -128,12 +128,11 @@ def download_url(ref: UrlFile, dest_dir: Path | None = None) -> Path:
     if is_offline():
         raise WeightsUnavailableError(f"{url} is not in the local cache ({dest}) and HF_HUB_OFFLINE is set. {_SUPPLY_HINT}")
     dest_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.", suffix=".part")
-    try:
+    with atomic_path(dest) as tmp:
         digest = hashlib.sha256()
         received = 0
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
                 expected = response.headers.get("Content-Length")
                 for block in _progress(iter(lambda: response.read(1 << 20), b""), name,
                                        int(expected) if expected else None):
@@ -150,10 +149,6 @@ def download_url(ref: UrlFile, dest_dir: Path | None = None) -> Path:
             raise DownloadError(f"{url}: download truncated ({received} of {expected} bytes)")
         if ref.sha256 and digest.hexdigest() != ref.sha256:
             raise ChecksumError(f"{url}: sha256 {digest.hexdigest()} differs from the pinned {ref.sha256}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 
@@ -178,20 +173,17 @@ def save_pretrained(out_dir: str | Path, state_dict: dict[str, torch.Tensor], co
                     extra_files: dict[str, str] | None = None) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (+ extra text files) atomically into ``out_dir``.
 
-    Files are written into a temporary directory beside ``out_dir`` and moved in one by one with
-    ``os.replace``, so a reader never sees a half-written file.
+    Each file is written with :func:`zoo.io.atomic_path`, so a reader never sees a half-written
+    file; every text is serialised before the first file is replaced.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tmp-") as tmp:
-        tmp = Path(tmp)
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        for name in [WEIGHTS_NAME, CONFIG_NAME, *(extra_files or {})]:
-            os.replace(tmp / name, out_dir / name)
+    texts = {CONFIG_NAME: json.dumps(config, indent=2, sort_keys=True) + "\n", **(extra_files or {})}
+    with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    for name, text in texts.items():
+        atomic_write_text(out_dir / name, text)
     return out_dir
 
 
@@ -206,7 +198,14 @@ def load_pretrained_dir(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
         state_dict = load_file(str(weights))
     except Exception as err:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if not config_path.is_file():
+        return state_dict, {}
+    try:
+        config = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{config_path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
     return state_dict, config
 
 
@@ -234,6 +233,7 @@ def convert_checkpoint(info: ModelInfo, checkpoint: str | Path, **options: Any) 
         raise CheckpointError(f"{checkpoint}: {info.name} has no converter for original checkpoints")
     if not checkpoint.exists() and not list(checkpoint.parent.glob(checkpoint.name + ".*")):
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
+    _check_converter_options(info, options)
     try:
         state_dict, config = info.converter(checkpoint, **options)
     except ZooError:
@@ -248,6 +248,19 @@ def convert_checkpoint(info: ModelInfo, checkpoint: str | Path, **options: Any) 
     elif Path(f"{checkpoint}.index").is_file():
         source["index_sha256"] = sha256_file(f"{checkpoint}.index")
     return state_dict, {**config, "architecture": info.name, "source": source}
+
+
+def _check_converter_options(info: ModelInfo, options: dict[str, Any]) -> None:
+    """Options a converter does not name are refused (a converter's ``**_`` would ignore them silently)."""
+    import inspect
+
+    assert info.converter is not None
+    params = list(inspect.signature(info.converter).parameters.values())[1:]  # after the checkpoint path
+    known = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(f"{info.name}: unknown converter option(s) {', '.join(map(repr, unknown))}; "
+                         f"its converter takes {', '.join(known) or 'no options'}")
 
 
 def download(ref: HubFile | UrlFile) -> Path:
@@ -332,6 +345,7 @@ def resolve_weights(info: ModelInfo, pretrained: bool | str, tag: str | None = N
         return _resolve_source(info, pretrained, info.weights[pretrained])
     if pretrained.startswith("hf-hub:"):
         repo, _, revision = pretrained[len("hf-hub:"):].partition("@")
+        _check_repo_id(pretrained, repo)
         weights = download_hub_file(HubFile(repo, WEIGHTS_NAME, revision or "main"))
         download_hub_file(HubFile(repo, CONFIG_NAME, revision or "main"))
         state_dict, config = load_pretrained_dir(weights)
@@ -349,6 +363,17 @@ def resolve_weights(info: ModelInfo, pretrained: bool | str, tag: str | None = N
     raise WeightsNotFoundError(
         f"pretrained={pretrained!r} for {info.name}: no such file or directory, and not a weight source "
         f"name (known: {names}) nor 'hf-hub:org/repo[@revision]'")
+
+
+def _check_repo_id(pretrained: str, repo: str) -> None:
+    """An ``hf-hub:`` id must be a repo id as the Hub spells them; checked before any request."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as err:
+        raise WeightsNotFoundError(f"pretrained={pretrained!r}: {repo!r} is not a Hub repo id "
+                                   f"(expected hf-hub:org/repo[@revision]; {err})") from None
 
 
 def clear_converted_cache(name: str | None = None) -> None:

@@ -21,15 +21,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import logging
 import os
 import pickle
 import tempfile
 import types
+import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from zoo.errors import CheckpointError, DatasetError, InputError, StateDictMismatchError, UnsafeCheckpointError
 
@@ -166,12 +168,17 @@ def load_checkpoint(path: str | Path) -> Any:
         with open(path, "rb") as f:
             unpickler = _RestrictedUnpickler(f, encoding="latin1")
             unpickler.source = str(path)
-            return unpickler.load()
+            obj = unpickler.load()
     except UnsafeCheckpointError:
         raise
     except Exception as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint or pickle "
+        raise CheckpointError(f"{path}: truncated or not a checkpoint "
                               f"({type(torch_error).__name__}: {torch_error})") from err
+    if isinstance(obj, int) and obj == torch.serialization.MAGIC_NUMBER:
+        # The first pickle of a legacy torch.save file is this number; torch.load failed on the rest.
+        raise CheckpointError(f"{path}: truncated or not a checkpoint (a legacy torch.save file that "
+                              f"torch cannot read: {type(torch_error).__name__}: {torch_error})")
+    return obj
 
 
 def tensors_only(obj: Any) -> Any:
@@ -267,6 +274,41 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, newline="")
 
 
+def check_output_dir(path: str | Path, inputs: Mapping[str, str | Path | None] | None = None,
+                     what: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can become an output folder; nothing is created.
+
+    Refused: ``path`` (or a folder above it) is an existing file; the folder that would hold it
+    cannot be written; ``path`` is one of ``inputs`` (label -> folder) or lies inside one, where
+    a later run would read the outputs back as inputs.
+
+    Raises:
+        InputError: naming ``what`` (the option), the path and the reason.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path}: exists and is not a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{what} {path}: {existing} is a file, so no folder can be made under it")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise InputError(f"{what} {path}: cannot write in {existing} ({err.strerror or err})") from None
+    resolved = path.resolve()
+    for label, folder in (inputs or {}).items():
+        if folder is None:
+            continue
+        source = Path(folder).expanduser().resolve()
+        if resolved == source or source in resolved.parents:
+            raise InputError(f"{what} {path} is inside {label} {folder}: outputs would be read back as "
+                             "inputs; choose an output folder outside it")
+    return path
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -288,22 +330,79 @@ def zoo_cache_dir() -> Path:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
+#: Pillow's 16-bit greyscale modes ("I" is how some readers hand over 16-bit PNG/PGM/TIFF data).
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+@contextlib.contextmanager
+def _reading_image(path: Path) -> Iterator[None]:
+    """Turn every failure of decoding ``path`` into an :class:`InputError` naming it.
+
+    Pillow raises far more than ``OSError`` on hostile files: ``DecompressionBombError`` (an
+    ``Exception``) for images over twice ``Image.MAX_IMAGE_PIXELS``, ``SyntaxError``,
+    ``struct.error``, ``IndexError`` ... from its parsers. Any of them is this file's fault.
+    Images between the warning and the error limit still load; the warning then names the file.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        try:
+            yield
+        except Image.DecompressionBombError as err:
+            raise InputError(f"refused image {path}: {err} (a decompression bomb, or raise "
+                             "PIL.Image.MAX_IMAGE_PIXELS if the picture is real)") from err
+        except MemoryError as err:
+            raise InputError(f"image {path} does not fit in memory once decoded") from err
+        except Exception as err:  # noqa: BLE001 - see the docstring
+            raise InputError(f"corrupt or unreadable image: {path} ({type(err).__name__}: {err})") from err
+    for warning in caught:
+        if issubclass(warning.category, Image.DecompressionBombWarning):
+            logging.getLogger("zoo.io").warning("%s: %s", path, warning.message)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _to_eight_bits(img: Image.Image) -> Image.Image:
+    """16-bit greyscale as the 8-bit picture it is: ``round(v * 255 / 65535)``.
+
+    Pillow's own conversion of these modes to ``L``/``RGB`` clips every value above 255,
+    which turns a 16-bit photo almost white.
+    """
+    import numpy as np
+
+    values = np.asarray(img).astype(np.uint32).clip(0, 65535)
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+
+
 def load_image(path: str | Path, mode: str = "RGB") -> Image.Image:
     """Open an image fully (decoding every pixel now, so a truncated file fails here).
 
+    The one reader of the zoo: every image read goes through it (or :func:`image_size`), so every
+    failure names the file. 16-bit greyscale files read as the same picture as their 8-bit twins.
+
     Raises:
         DatasetError: the file does not exist.
-        InputError: the file is not a decodable image.
+        InputError: the file is not a decodable image, or a decompression bomb.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert(mode)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"corrupt or unreadable image: {path} ({err})") from err
+    with _reading_image(path), Image.open(path) as img:
+        img.load()
+        if img.mode in _SIXTEEN_BIT_MODES and mode != img.mode:
+            return _to_eight_bits(img).convert(mode)
+        return img.convert(mode)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image from its header, without decoding the pixels.
+
+    Raises the same errors as :func:`load_image`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"image not found: {path}")
+    with _reading_image(path), Image.open(path) as img:
+        return img.size
 
 
 def list_images(folder: str | Path) -> list[Path]:

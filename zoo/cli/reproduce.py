@@ -78,34 +78,39 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None, prog: str = "python -m zoo eval") -> int:
     args = build_parser(prog).parse_args(argv)
-    from zoo.errors import ZooError
+    from zoo.cli.guard import run_guarded
 
     try:
-        for module in args.plugin:
-            importlib.import_module(module)
-        if args.list:
-            return cmd_list(args)
-        if not args.table:
-            print("error: give --table NAME (or --list to see the tables)", file=sys.stderr)
-            return 2
-        if not args.data_root:
-            print("error: --data-root is required to evaluate a table", file=sys.stderr)
-            return 2
-        from zoo.engine.evaluate import evaluate_table
-
-        evaluate_table(args.table, args.data_root, rows=args.rows, model=args.model,
-                       pretrained=_pretrained(args.pretrained), device=args.device, batch_size=args.batch_size,
-                       num_workers=args.num_workers, precision=args.precision, out_dir=args.out,
-                       cache_dir=args.cache_dir, use_cache=not args.no_cache, skip_corrupt=args.skip_corrupt, shard_size=args.shard_size,
-                       progress=not args.no_progress, tables_dir=args.tables_dir)
-        return 0
-    except (ZooError, KeyError, NotImplementedError, ModuleNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return run_guarded(lambda: _evaluate(args, prog), prog)
     finally:
         from zoo.distributed import cleanup
         cleanup()
+
+
+def _evaluate(args: argparse.Namespace, prog: str) -> int:
+    from zoo.errors import InputError
+
+    for module in args.plugin:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise InputError(f"--plugin {module}: cannot import it ({err})") from err
+    if args.list:
+        return cmd_list(args)
+    if not args.table:
+        print(f"{prog}: error: give --table NAME (or --list to see the tables)", file=sys.stderr)
+        return 2
+    if not args.data_root:
+        print(f"{prog}: error: --data-root is required to evaluate a table", file=sys.stderr)
+        return 2
+    from zoo.engine.evaluate import evaluate_table
+
+    evaluate_table(args.table, args.data_root, rows=args.rows, model=args.model,
+                   pretrained=_pretrained(args.pretrained), device=args.device, batch_size=args.batch_size,
+                   num_workers=args.num_workers, precision=args.precision, out_dir=args.out,
+                   cache_dir=args.cache_dir, use_cache=not args.no_cache, skip_corrupt=args.skip_corrupt,
+                   shard_size=args.shard_size, progress=not args.no_progress, tables_dir=args.tables_dir)
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -35,7 +34,11 @@ def build_parser(prog: str = "python -m zoo train") -> argparse.ArgumentParser:
                         help="output folder: checkpoints/, metrics.csv/.jsonl, recipe.yaml, export/ "
                              "(default: ./runs/RECIPE)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the last checkpoint in --out (starts a new run if there is none)")
+                        help="continue from the last intact checkpoint in --out (starts a new run if there is "
+                             "none and --out holds no earlier export)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in --out (its checkpoints/, export/, metrics, recipe.yaml); "
+                             "without it or --resume, a folder holding any of them is refused")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--recipes-dir", type=Path, metavar="DIR",
                         help="read recipes from DIR instead of the packaged recipes ($ZOO_RECIPES_DIR also works)")
@@ -55,8 +58,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m zoo train") -> in
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("zoo").setLevel(logging.INFO)
+    from zoo.cli.guard import run_guarded
+
+    return run_guarded(lambda: _train(args, prog), prog)
+
+
+def _train(args: argparse.Namespace, prog: str) -> int:
     from zoo.engine.recipes import recipe_table, resolve_recipe
-    from zoo.errors import ZooError
+    from zoo.engine.train import Trainer, TrainOptions
 
     if args.list:
         print(recipe_table(args.recipes_dir))
@@ -64,24 +73,18 @@ def main(argv: list[str] | None = None, prog: str = "python -m zoo train") -> in
     if not args.recipe:
         print(f"{prog}: error: --recipe NAME is required (see --list)", file=sys.stderr)
         return 2
-    try:
-        from zoo.engine.train import Trainer, TrainOptions
-
-        recipe = resolve_recipe(args.recipe, args.overrides, args.recipes_dir)
-        options = TrainOptions(out_dir=args.out or Path("runs") / recipe["name"], data_root=args.data_root,
-                               resume=args.resume, device=args.device, tensorboard=args.tensorboard,
-                               progress=not args.no_progress, stop_after_steps=args.stop_after_steps)
-        trainer = Trainer(recipe, options)
-        if args.check:
-            from zoo.engine.recipes import dump_recipe
-            print(dump_recipe(trainer.recipe), end="")
-            print(f"# OK: {trainer.micro_batch} item(s) per process per micro-batch, data: {trainer.data_dir}")
-            return 0
-        result = trainer.run()
-    except (ZooError, FloatingPointError) as err:
-        rank = os.environ.get("RANK")
-        print(f"{prog}: error{f' (rank {rank})' if rank else ''}: {err}", file=sys.stderr)
-        return 2
+    recipe = resolve_recipe(args.recipe, args.overrides, args.recipes_dir)
+    options = TrainOptions(out_dir=args.out or Path("runs") / recipe["name"], data_root=args.data_root,
+                           resume=args.resume, overwrite=args.overwrite, device=args.device,
+                           tensorboard=args.tensorboard, progress=not args.no_progress,
+                           stop_after_steps=args.stop_after_steps)
+    trainer = Trainer(recipe, options)
+    if args.check:
+        from zoo.engine.recipes import dump_recipe
+        print(dump_recipe(trainer.recipe), end="")
+        print(f"# OK: {trainer.micro_batch} item(s) per process per micro-batch, data: {trainer.data_dir}")
+        return 0
+    result = trainer.run()
     if result.export_dir is not None:
         print(f"exported the trained model to {result.export_dir}")
     return 0

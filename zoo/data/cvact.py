@@ -81,10 +81,9 @@ def cvact_paths(root: Path, pano_id: str, split: str) -> tuple[Path, Path]:
 
 def _check_test_panorama(path: Path) -> None:
     """The crop box assumes CVACT_test's 832x1664 panoramas; a resized copy would be cropped wrongly."""
-    from PIL import Image
+    from zoo.io import image_size
 
-    with Image.open(path) as image:
-        size = image.size
+    size = image_size(path)
     if size != (2 * PANO_HEIGHT, PANO_HEIGHT):
         raise DatasetError(f"{path}: CVACT_test panoramas must be {2 * PANO_HEIGHT}x{PANO_HEIGHT} (the loader keeps rows "
                            f"{(PANO_HEIGHT - PANO_CROP) // 2}..{(PANO_HEIGHT + PANO_CROP) // 2 - 1}), got {size[0]}x{size[1]}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from zoo.errors import CheckpointError
+from zoo.io import atomic_path
 
 FORMAT = "zoo-train-checkpoint/1"
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
@@ -36,20 +36,13 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def save_checkpoint(state: dict[str, Any], folder: Path, step: int, keep: int) -> Path:
-    """Write ``state`` as ``step-<step>.pt`` via a temporary file + ``os.replace``; keep the last ``keep``."""
+    """Write ``state`` as ``step-<step>.pt`` atomically (:func:`zoo.io.atomic_path`, flushed to disk);
+    keep the last ``keep``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dest = checkpoint_path(folder, step)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(dest, fsync=True) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
     _fsync_dir(folder)
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)

@@ -23,7 +23,8 @@ import torch
 import yaml
 
 from zoo.data.base import RetrievalSet
-from zoo.errors import DatasetError, InputError
+from zoo.errors import DatasetError, InputError, ZooError
+from zoo.io import check_output_dir
 from zoo.metrics.base import ProtocolResult
 
 __all__ = ["TableRow", "Table", "RowResult", "TableResult", "default_tables_dir", "list_tables",
@@ -281,6 +282,12 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
     autocast_dtype(precision, dev)  # fail on a bad precision before loading anything
     out = Path(out_dir) if out_dir else Path("outputs") / "eval" / table.name
     cache_root = Path(cache_dir) if cache_dir else out / "cache"
+    # Before any image is embedded: outputs are writable and never inside a data set folder.
+    data_folders = {f"the data folder of row {r.label!r}": data_root / r.data_subdir for r in selected}
+    if write:
+        check_output_dir(out, data_folders)
+    if use_cache:
+        check_output_dir(cache_root, data_folders, what="--cache-dir")
     is_main = dist_info.rank == 0
 
     def score(row: TableRow, dataset: RetrievalSet, sides: dict, source: bool | str, weights: str) -> RowResult:
@@ -348,8 +355,29 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
 
 
 def data_status(table: Table, data_root: str | Path | None) -> list[str]:
-    """Per row: ``found``, ``missing`` (the folder under data_root) or ``no --data-root``."""
+    """Per row: ``found``, ``missing (folder)``, ``incomplete (why)`` or ``no --data-root given``.
+
+    ``found`` means the row's data set reader accepted the folder (its list files, domain folders
+    ...), as the evaluation will read it, not only that the folder exists.
+    """
+    from zoo.data.base import build_eval_dataset
+
     if data_root is None:
         return ["no --data-root given"] * len(table.rows)
     root = Path(data_root).expanduser()
-    return ["found" if (root / r.data_subdir).is_dir() else f"missing ({root / r.data_subdir})" for r in table.rows]
+    seen: dict[str, str] = {}
+    statuses = []
+    for r in table.rows:
+        folder = root / r.data_subdir
+        if not folder.is_dir():
+            statuses.append(f"missing ({folder})")
+            continue
+        key = repr((r.dataset, str(folder), sorted(r.dataset_args.items())))
+        if key not in seen:
+            try:
+                build_eval_dataset(r.dataset, folder, **r.dataset_args)
+                seen[key] = "found"
+            except (ZooError, TypeError, ValueError) as err:
+                seen[key] = f"incomplete ({' '.join(str(err).split())})"
+        statuses.append(seen[key])
+    return statuses

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.base import ImageRecord
 from zoo.errors import DatasetError, InputError
+from zoo.io import atomic_path, atomic_write_text
 
 __all__ = ["Extraction", "ImageListDataset", "DescriptorCache", "extract_descriptors", "weights_hash",
            "transform_id", "records_fingerprint", "autocast_dtype", "PRECISIONS"]
@@ -177,18 +178,10 @@ class DescriptorCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         key_file = self.dir / "key.json"
         if not key_file.exists():
-            _atomic_write_text(key_file, json.dumps(self.key, indent=2, sort_keys=True, default=str))
-        path = self.shard_path(i)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        save_file({"descriptors": desc.contiguous(), "valid": valid.to(torch.uint8).contiguous()}, str(tmp),
-                  metadata={"skipped": json.dumps(skipped)})
-        os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+            atomic_write_text(key_file, json.dumps(self.key, indent=2, sort_keys=True, default=str))
+        with atomic_path(self.shard_path(i)) as tmp:
+            save_file({"descriptors": desc.contiguous(), "valid": valid.to(torch.uint8).contiguous()}, str(tmp),
+                      metadata={"skipped": json.dumps(skipped)})
 
 
 def _is_cnn(model: nn.Module) -> bool:

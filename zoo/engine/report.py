@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from zoo.io import atomic_path, atomic_write_text
+
 __all__ = ["compare", "format_terminal", "to_json", "to_markdown", "plot_recall_curves",
            "plot_retrieval_grid", "write_report"]
 
@@ -193,7 +195,8 @@ def plot_recall_curves(table_result, out_dir: Path) -> list[Path]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"recall_{_slug(name)}.png"
-        fig.savefig(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
         paths.append(path)
     return paths
@@ -244,7 +247,8 @@ def plot_retrieval_grid(rr, path: Path, n_queries: int = 6, k: int = 5, size: in
             draw.rectangle([x, y + label_h, x + cell - 1, y + label_h + cell - 1], fill=colour)
             grid.paste(_thumb(rr.dataset.database[di], size), (x + border, y + label_h + border))
             draw.text((x + 2, y), f"#{j + 1}: {di}", fill=(0, 0, 0))
-    grid.save(path)
+    with atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG")
     return path
 
 
@@ -257,9 +261,7 @@ def write_report(table_result, out_dir: str | Path, echo: bool = True) -> dict[s
     paths: dict[str, Any] = {"json": out_dir / f"{name}.json", "markdown": out_dir / f"{name}.md"}
     for key, text in (("json", json.dumps(to_json(table_result), indent=2, default=str)),
                       ("markdown", to_markdown(table_result))):
-        tmp = paths[key].with_name(paths[key].name + ".part")
-        tmp.write_text(text)
-        tmp.replace(paths[key])
+        atomic_write_text(paths[key], text)
     try:
         paths["curves"] = plot_recall_curves(table_result, out_dir)
     except ImportError:  # matplotlib is an [eval] extra

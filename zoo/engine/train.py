@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 import zlib
 from dataclasses import dataclass
@@ -40,11 +41,14 @@ from zoo.distributed import unwrap
 from zoo.engine.checkpoint import check_plain, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zoo.engine.recipes import RecipeError, dump_recipe, validate
 from zoo.engine.schedules import Schedule, build_optimizer
-from zoo.errors import DatasetError, InputError, UnknownNameError
+from zoo.errors import CheckpointError, DatasetError, InputError, UnknownNameError, ZooError
+from zoo.io import atomic_write_text, check_output_dir
 from zoo.task import DistInfo, StepContext, TrainTask, get_task
 
 log = logging.getLogger("zoo.train")
 
+#: what a run writes into its output folder: any of them there is an earlier run
+RUN_FILES = ("checkpoints", "export", "metrics.jsonl", "metrics.csv", "recipe.yaml", "eval", "tensorboard")
 #: recipe keys that may change between a run and its resume (they do not affect the weights)
 RESUMABLE_CHANGES = {"description", "follows", "eval", "num_workers", "checkpoint_every",
                      "keep_checkpoints", "log_every"}
@@ -58,6 +62,7 @@ class TrainOptions:
     out_dir: Path
     data_root: Path | None = None
     resume: bool = False
+    overwrite: bool = False              # replace an earlier run's files in out_dir
     device: str | None = None          # "cpu" | "cuda" | None (CUDA when available)
     tensorboard: bool = False
     progress: bool = True
@@ -235,7 +240,7 @@ class MetricsLog:
         if resume_step is not None and self.jsonl.is_file():
             # Rows written after the checkpoint (before the interruption) are replayed by the resumed run.
             rows = [r for r in map(json.loads, self.jsonl.read_text().splitlines()) if r.get("step", 0) <= resume_step]
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         self.csv.unlink(missing_ok=True)
         for row in rows:
             if row.get("kind") == "train":
@@ -350,23 +355,76 @@ class Trainer:
             raise RecipeError(f"batch_size: the global batch {recipe['batch_size']} does not divide into "
                               f"{world} process(es) x {accum} accumulation step(s)")
         self.micro_batch = recipe["batch_size"] // (world * accum)
-        self.out_dir = Path(options.out_dir)
+        self.out_dir = check_output_dir(options.out_dir, {"the data set folder": self.data_dir})
         self.ckpt_dir = self.out_dir / "checkpoints"
-        existing = list_checkpoints(self.ckpt_dir)
-        if existing and not options.resume:
-            raise InputError(f"{self.out_dir} already holds checkpoints of a run: pass --resume to continue "
-                             "it, or choose another --out")
-        self.resume_from = existing[-1] if options.resume and existing else None
-        self.resume_state = load_checkpoint(self.resume_from) if self.resume_from else None
+        self.resume_from, self.resume_state = self._check_earlier_run(options)
         if self.resume_state is not None:
             _check_resume_recipe(self.resume_state["recipe"], recipe, self.resume_from)
-        self.task: TrainTask = self.task_cls(recipe, self.data_dir, self.dist)
-        self.task.micro_batch_size = self.micro_batch
-        self.task.create_model = zoo.create_model
-        self.task.check_data()
+        try:
+            self.task: TrainTask = self.task_cls(recipe, self.data_dir, self.dist)
+            self.task.micro_batch_size = self.micro_batch
+            self.task.create_model = zoo.create_model
+            self.task.check_data()
+        except (TypeError, ValueError) as err:
+            refused = _task_args_error(err, recipe)
+            if refused is None:
+                raise
+            raise refused from err
         self.evaluate = None
         if recipe["eval"]:
             self._check_eval()
+
+    def _check_earlier_run(self, options: TrainOptions) -> tuple[Path | None, dict[str, Any] | None]:
+        """Refuse to replace an earlier run's files unless asked; find the checkpoint ``--resume`` continues.
+
+        Returns ``(checkpoint, its state)``, or ``(None, None)`` for a new run. With ``--resume``, a
+        last checkpoint that cannot be read (a write cut off by a crash of the disk or the machine)
+        gives way to the newest intact one, with a warning in the log.
+        """
+        if options.resume and options.overwrite:
+            raise InputError("--resume continues the run in --out and --overwrite replaces it: pass only one")
+        if options.overwrite:
+            return None, None
+        earlier = [name + ("/" if (self.out_dir / name).is_dir() else "")
+                   for name in RUN_FILES if (self.out_dir / name).exists()]
+        checkpoints = list_checkpoints(self.ckpt_dir)
+        if earlier and not options.resume:
+            raise InputError(f"{self.out_dir} already holds {', '.join(earlier)} of an earlier run: pass --resume "
+                             "to continue it, --overwrite to replace it, or choose another --out")
+        if not options.resume:
+            return None, None
+        if not checkpoints and (self.out_dir / "export").exists():
+            raise InputError(f"--resume: {self.ckpt_dir} holds no checkpoint to continue from, and "
+                             f"{self.out_dir / 'export'} holds an earlier run's model: pass --overwrite to train "
+                             "again from the start, or choose another --out")
+        for path in reversed(checkpoints):
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError as err:
+                log.warning("--resume: %s cannot be read (%s); trying the checkpoint before it", path.name, err)
+                continue
+            if path != checkpoints[-1]:
+                log.warning("--resume: continuing from %s, the newest intact checkpoint", path)
+            return path, state
+        if checkpoints:
+            raise CheckpointError(f"--resume: none of the {len(checkpoints)} checkpoint(s) in {self.ckpt_dir} can be "
+                                  "read; pass --overwrite to start again")
+        return None, None
+
+    def _remove_earlier_run(self) -> None:
+        """``--overwrite``: delete the files an earlier run wrote (only those; the folder stays)."""
+        removed = []
+        for name in RUN_FILES:
+            path = self.out_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            removed.append(name)
+        if removed:
+            print(f"--overwrite: removed {', '.join(removed)} of the earlier run in {self.out_dir}", flush=True)
 
     # -- set-up -----------------------------------------------------------------
     def _build(self) -> None:
@@ -467,8 +525,10 @@ class Trainer:
         elif opts.resume and dist.is_main:
             print(f"--resume: no checkpoint in {self.ckpt_dir}; starting a new run", flush=True)
         if dist.is_main:
+            if opts.overwrite:
+                self._remove_earlier_run()
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+            atomic_write_text(self.out_dir / "recipe.yaml", dump_recipe(recipe))
         metrics_log = MetricsLog(self.out_dir, dist.is_main, step if self.resume_from else None, opts.tensorboard)
         from tqdm.auto import tqdm
         bar = tqdm(total=recipe["epochs"] * self.steps_per_epoch, initial=step, desc=recipe["name"],
@@ -607,6 +667,20 @@ class Trainer:
         if result is None:  # not rank 0
             return None
         return {f"{row.row.label}/{metric}": float(value) for row in result.rows for metric, value in row.metrics.items()}
+
+
+def _task_args_error(err: Exception, recipe: dict[str, Any]) -> RecipeError | None:
+    """A task refusing its ``task_args`` as a :class:`RecipeError`; None for other failures.
+
+    Tasks read their ``task_args`` in their constructor (and ``check_data``), converting values
+    with ``int(...)``, ``float(...)`` or dataclass constructors: a value that does not fit raises
+    TypeError or ValueError there. Without any task_args such an error is a bug, not bad input.
+    """
+    if isinstance(err, ZooError) or not recipe.get("task_args"):
+        return None
+    message = str(err) if str(err).startswith("task_args") else \
+        f"task_args {recipe['task_args']} do not fit ({type(err).__name__}: {err})"
+    return RecipeError(f"task {recipe['task']!r}: {message}")
 
 
 def _seed_all(seed: int) -> None:

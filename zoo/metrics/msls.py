@@ -17,6 +17,7 @@ import torch
 
 from zoo.data.base import RetrievalSet
 from zoo.errors import InputError
+from zoo.io import atomic_write_text
 from zoo.metrics.base import ProtocolResult, register_protocol
 
 DEFAULT_SUBMISSION = "msls_challenge_submission.txt"
@@ -25,11 +26,8 @@ DEFAULT_SUBMISSION = "msls_challenge_submission.txt"
 def write_submission(path: Path, query_keys: list[str], database_keys: list[str], topk: torch.Tensor) -> Path:
     """One line per query: ``query_key db_key_1 ... db_key_k`` (atomically written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w") as f:
-        for q, row in zip(query_keys, topk.tolist()):
-            f.write(q + " " + " ".join(database_keys[j] for j in row) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(q + " " + " ".join(database_keys[j] for j in row) + "\n"
+                                    for q, row in zip(query_keys, topk.tolist())))
     return path
 
 

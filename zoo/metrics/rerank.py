@@ -20,12 +20,13 @@ Python loop over every item per level (minutes on CPU for 10k images).
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from zoo.io import atomic_path
 
 K1S = (20, 62, 292)
 K2S = (6, 6, 6)
@@ -119,7 +120,6 @@ def cached_rerank_distances(query: torch.Tensor, database: torch.Tensor, data_fi
     dist = k_reciprocal_rerank(q, g, progress=True, **params)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, dist)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, dist)
     return torch.from_numpy(dist)

@@ -33,7 +33,7 @@ from zoo.data.sfm120k import EpochTuples, ImageList, draw_pairs, draw_pool, mine
 from zoo.distributed import unwrap
 from zoo.engine.extract import extract_descriptors
 from zoo.errors import InputError
-from zoo.io import zoo_cache_dir
+from zoo.io import atomic_path, zoo_cache_dir
 from zoo.models.aml.loss import contrastive_loss, regression_loss, rkd_loss, tuple_labels
 from zoo.settings import setting
 from zoo.task import StepContext, TrainTask, register_task
@@ -175,7 +175,8 @@ class AMLTask(TrainTask):
         feats = extract(teacher.teacher, self.split.images, self.transform, self.dist.device, "teacher descriptors")
         if pretrained is not False and self.dist.is_main:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(feats, cache)
+            with atomic_path(cache) as tmp:
+                torch.save(feats, tmp)
         self._teacher_feats = feats
         return feats
 

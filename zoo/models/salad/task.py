@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from zoo.data.gsv_cities import GSVCities, PlaceBatchSampler, check_gsv_cities
-from zoo.errors import DatasetError
+from zoo.errors import DatasetError, InputError
 from zoo.models.salad.loss import MultiSimilarityWithMiner
 from zoo.models.salad.modeling import IMAGENET_MEAN, IMAGENET_STD
 from zoo.settings import setting
@@ -79,7 +79,7 @@ class SALADTask(TrainTask):
 
     def build_batch_sampler(self, dataset: Dataset, batch_size: int, seed: int) -> Sampler | None:
         if batch_size % self.k:
-            raise ValueError(f"batch_size: the per-process micro-batch of {batch_size} images is not a whole "
+            raise InputError(f"batch_size: the per-process micro-batch of {batch_size} images is not a whole "
                              f"number of places of {self.k} images")
         assert isinstance(dataset, GSVCities)
         return PlaceBatchSampler(dataset.city_places, dataset.places, batch_size // self.k, self.k, seed,
