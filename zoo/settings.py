@@ -171,7 +171,10 @@ def parse(cls: type[T], value: Any, path: str = "", noun: str = "key") -> T:
             out[f.name] = check(hints[f.name], value[f.name], where, dict(f.metadata))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise SettingsError(f"{where}: required key is missing")
-    return cls(**out)
+    try:
+        return cls(**out)
+    except (TypeError, ValueError) as err:  # the dataclass's own checks (__post_init__) of several keys
+        raise SettingsError(f"{path or cls.__name__}: {err}") from None
 
 
 def field_type(cls: type, path: list[str], text: str, noun: str = "key") -> tuple[Any, dict[str, Any]] | None:

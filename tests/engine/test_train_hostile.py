@@ -84,8 +84,8 @@ def test_resume_falls_back_past_a_truncated_last_checkpoint(recipes, tmp_path, c
 def test_task_args_that_do_not_fit_are_one_line(tmp_path, capsys):
     (tmp_path / "DA_Campus").mkdir()
     base = ["--recipe", "dycl-smoke", "--data-root", str(tmp_path), "--out", str(tmp_path / "out"), "--device", "cpu"]
-    for override, fragment in [("task_args.bogus=1", "unknown key(s) for task 'dycl': bogus"),
-                               ("task_args.warmup_epochs=[1,2]", "task 'dycl': task_args")]:
+    for override, fragment in [("task_args.bogus=1", "unknown key 'task_args.bogus'. Allowed keys: warmup_epochs"),
+                               ("task_args.warmup_epochs=[1,2]", "task_args.warmup_epochs: expected an integer >= 0, got [1, 2]")]:
         assert train_cli().main([*base, override]) == 2
         err = capsys.readouterr().err
         assert err.startswith("python -m zoo train: error: ") and fragment in err, err

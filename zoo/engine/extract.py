@@ -360,8 +360,10 @@ def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transf
     rank, world = _rank_world()
     start_time = time.perf_counter()
     plan = plan_shards(len(records), shard_size, batch_size, rank, world, cache)
+    # fork_rng: the DataLoader draws a seed from the global generator; extraction leaves the caller's
+    # random state (e.g. a training run between two epochs) as it found it.
     if plan.batches:
-        with tqdm(total=plan.computed_images, desc=desc or f"{side} descriptors", unit="img",
+        with torch.random.fork_rng(devices=[]), tqdm(total=plan.computed_images, desc=desc or f"{side} descriptors", unit="img",
                   disable=not progress or rank != 0, dynamic_ncols=True) as bar:
             _run_batches(plan, records, transform, encode, device=device, amp=amp, channels_last=channels_last,
                          num_workers=num_workers, skip_corrupt=skip_corrupt, cache=cache, bar=bar)

@@ -41,7 +41,7 @@ from zoo.distributed import unwrap
 from zoo.engine.checkpoint import check_plain, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zoo.engine.recipes import RecipeError, dump_recipe, validate
 from zoo.engine.schedules import Schedule, build_optimizer
-from zoo.errors import CheckpointError, DatasetError, InputError, UnknownNameError, ZooError
+from zoo.errors import CheckpointError, DatasetError, InputError, UnknownNameError
 from zoo.io import atomic_write_text, check_output_dir
 from zoo.task import DistInfo, StepContext, TrainTask, get_task
 
@@ -360,16 +360,11 @@ class Trainer:
         self.resume_from, self.resume_state = self._check_earlier_run(options)
         if self.resume_state is not None:
             _check_resume_recipe(self.resume_state["recipe"], recipe, self.resume_from)
-        try:
-            self.task: TrainTask = self.task_cls(recipe, self.data_dir, self.dist)
-            self.task.micro_batch_size = self.micro_batch
-            self.task.create_model = zoo.create_model
-            self.task.check_data()
-        except (TypeError, ValueError) as err:
-            refused = _task_args_error(err, recipe)
-            if refused is None:
-                raise
-            raise refused from err
+        # The task reads its typed task_args here: a key or value that does not fit is a SettingsError.
+        self.task: TrainTask = self.task_cls(recipe, self.data_dir, self.dist)
+        self.task.micro_batch_size = self.micro_batch
+        self.task.create_model = zoo.create_model
+        self.task.check_data()
         self.evaluate = None
         if recipe["eval"]:
             self._check_eval()
@@ -667,20 +662,6 @@ class Trainer:
         if result is None:  # not rank 0
             return None
         return {f"{row.row.label}/{metric}": float(value) for row in result.rows for metric, value in row.metrics.items()}
-
-
-def _task_args_error(err: Exception, recipe: dict[str, Any]) -> RecipeError | None:
-    """A task refusing its ``task_args`` as a :class:`RecipeError`; None for other failures.
-
-    Tasks read their ``task_args`` in their constructor (and ``check_data``), converting values
-    with ``int(...)``, ``float(...)`` or dataclass constructors: a value that does not fit raises
-    TypeError or ValueError there. Without any task_args such an error is a bug, not bad input.
-    """
-    if isinstance(err, ZooError) or not recipe.get("task_args"):
-        return None
-    message = str(err) if str(err).startswith("task_args") else \
-        f"task_args {recipe['task_args']} do not fit ({type(err).__name__}: {err})"
-    return RecipeError(f"task {recipe['task']!r}: {message}")
 
 
 def _seed_all(seed: int) -> None:
