@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.base import ImageRecord
 from zoo.errors import DatasetError, InputError
+from zoo.search import check_finite
 
 __all__ = ["Extraction", "ImageListDataset", "DescriptorCache", "extract_descriptors", "weights_hash",
            "transform_id", "records_fingerprint", "autocast_dtype", "PRECISIONS"]
@@ -334,8 +335,10 @@ def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transf
             done.update(part)
             cached_images += cached
             computed_images += computed
-    return _concatenate(done, n_shards, records, cached_images, computed_images,
-                        time.perf_counter() - start_time)
+    result = _concatenate(done, n_shards, records, cached_images, computed_images,
+                          time.perf_counter() - start_time)
+    check_finite(result.descriptors, f"{side} descriptors", [r.path for r in records])
+    return result
 
 
 def _assemble_shard(rows: dict[int, torch.Tensor], skipped: dict[int, str], start: int,
