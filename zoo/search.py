@@ -107,7 +107,7 @@ def check_finite(descriptors: torch.Tensor | np.ndarray, name: str,
         what = f"{count} of {x.shape[0]} images gave descriptors with NaN or inf values: {where}"
     else:
         what = f"{count} of {x.shape[0]} rows hold NaN or inf values: rows {', '.join(map(str, rows))}"
-    more = ", ..." if count > len(rows) else ""
+    more = f" and {count - len(rows)} more" if count > len(rows) else ""
     raise NonFiniteDescriptorError(
         f"{name}: {what}{more}. Such descriptors cannot be ranked; when a model produced them, "
         "check its weights (a NaN weight makes every descriptor NaN) and inputs", side=name, rows=rows, count=count)
