@@ -234,11 +234,15 @@ def _redo_ties(s: torch.Tensor, offset_max: torch.Tensor | None, kth: torch.Tens
             pos = _lowest_at_cut(sub, kth.index_select(0, r), k)
             idx[r], vals[r] = pos, sub.gather(1, pos)
         else:
-            om = offset_max.index_select(0, r)
-            n_off = int((om >= kth.index_select(0, r)).sum(1).max())
+            reach = offset_max.index_select(0, r) >= kth.index_select(0, r)
+            n_off = int(reach.sum(1).max())
             r = r[:max(1, 2**22 // (n_off * GROUPS))]  # many offsets at the cut (e.g. a constant row): fewer rows
-            _, offset = torch.topk(om[:r.numel()], n_off, dim=1, sorted=False)
-            cand = _offset_columns(offset, cols).sort(1).values  # column order: the first ties kept are the lowest
+            # The offsets that reach the cut in increasing order (then, in rows with fewer, others,
+            # whose entries are all below the cut), so that the candidates are in column order.
+            m = offset_max.shape[1]
+            rank = torch.where(reach[:r.numel()], torch.arange(m, 0, -1, device=s.device), 0)
+            offset = torch.topk(rank, n_off, dim=1, sorted=True).indices
+            cand = (torch.arange(0, cols, m, device=s.device).view(1, GROUPS, 1) + offset.unsqueeze(1)).flatten(1)
             sub = s[r.unsqueeze(1), cand]
             pos = _lowest_at_cut(sub, kth.index_select(0, r), k)
             idx[r], vals[r] = cand.gather(1, pos), sub.gather(1, pos)
