@@ -205,8 +205,9 @@ def report(n_q: int, n_db: int, dim: int, rows: list[dict], args: argparse.Names
     for m in args.methods:
         before = by.get(f"{m}@{args.baseline}")
         if before and m in by:
-            lines.append(f"{m} vs {m}@{args.baseline}: {before['seconds'] / by[m]['seconds']:.3f}x speed (> 1 = faster), "
-                         f"same top-k: {100 * float(np.mean(by[m]['idx'] == before['idx'])):.3f}%")
+            speed = before["seconds"] / by[m]["seconds"]
+            same = 100 * float(np.mean(by[m]["idx"] == before["idx"]))
+            lines.append(f"{m} vs {m}@{args.baseline}: {speed:.3f}x speed (> 1 = faster), same top-k: {same:.3f}%")
     return lines
 
 

@@ -183,7 +183,7 @@ def test_faiss_backend_breaks_ties_by_lower_index(metric):
     q, d = _tied_data(25, 300, unique=5, seed=3, equal_norm=metric == "ip")
     ref_i = _reference_ties(q, d, d.shape[0], metric)[1]
     for k in _tie_boundaries(q, d, metric):
-        scores, idx = knn(q, d, k, metric, backend="faiss")
+        _, idx = knn(q, d, k, metric, backend="faiss")
         assert torch.equal(idx, ref_i[:, :k]), k
 
 
@@ -217,6 +217,7 @@ def test_non_finite_descriptors_refused_naming_rows():
 def test_check_finite_names_files():
     x = torch.zeros(4, 3)
     check_finite(x, "database")  # finite: no error
+    check_finite(torch.full((3, 4), 3e38), "database")  # finite, though their sum overflows
     x[2, 2] = float("nan")
     with pytest.raises(NonFiniteDescriptorError, match=r"1 of 4 images .*c\.jpg \(row 2\)"):
         check_finite(x.numpy(), "database descriptors", ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])

@@ -87,10 +87,14 @@ def check_finite(descriptors: torch.Tensor | np.ndarray, name: str,
     holds NaN or inf (broken weights give such rows; their scores cannot be ranked).
 
     The message names ``name`` (e.g. ``"database"``), how many rows are affected and the first
-    ``shown`` of them, with their files when ``paths`` (one per row) is given. The rows are read
-    in groups of about 16M values, so that the check's temporary stays near 16 MB.
+    ``shown`` of them, with their files when ``paths`` (one per row) is given. Costs one sum over
+    the descriptors when they are finite.
     """
     x = torch.from_numpy(descriptors) if isinstance(descriptors, np.ndarray) else descriptors
+    # One pass without temporaries: a NaN or inf anywhere makes the sum NaN or inf, so a finite sum
+    # proves every value finite. Rows are examined only otherwise (or if a sum of huge values overflowed).
+    if x.numel() == 0 or np.isfinite(float(x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32))):
+        return
     step = max(1, 2**24 // max(x.shape[-1], 1))
     rows: list[int] = []
     count = 0
@@ -189,7 +193,7 @@ def _block_topk(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         vals, idx = torch.topk(s, k + 1, dim=1, sorted=False)
     else:
         offset_max = s.view(rows, GROUPS, m).amax(1)
-        vals, idx = _candidates_topk(s, offset_max, k + 1, k + 1)
+        vals, idx = _candidates_topk(s, offset_max, k + 1)
     last = vals.amin(1, keepdim=True)
     tie = (vals == last).sum(1) > 1
     vals, pos = torch.topk(vals, k, dim=1, sorted=False)
@@ -200,11 +204,10 @@ def _block_topk(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return vals, idx
 
 
-def _candidates_topk(s: torch.Tensor, offset_max: torch.Tensor, n_offsets: int,
-                     k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` values and their columns (unsorted) among the columns of the ``n_offsets`` offsets
-    with the largest maxima (``offset_max``, ``(rows, m)`` of :func:`_block_topk`)."""
-    _, offset = torch.topk(offset_max, n_offsets, dim=1, sorted=False)
+def _candidates_topk(s: torch.Tensor, offset_max: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` values of each row of ``s`` and their columns (unsorted), from the columns of the ``k``
+    offsets with the largest maxima (``offset_max``, ``(rows, m)`` of :func:`_block_topk`)."""
+    _, offset = torch.topk(offset_max, k, dim=1, sorted=False)
     cand = _offset_columns(offset, s.shape[1])
     vals, pos = torch.topk(s.gather(1, cand), k, dim=1, sorted=False)
     return vals, cand.gather(1, pos)
@@ -239,10 +242,8 @@ def _redo_ties(s: torch.Tensor, offset_max: torch.Tensor | None, kth: torch.Tens
             r = r[:max(1, 2**22 // (n_off * GROUPS))]  # many offsets at the cut (e.g. a constant row): fewer rows
             # The offsets that reach the cut in increasing order (then, in rows with fewer, others,
             # whose entries are all below the cut), so that the candidates are in column order.
-            m = offset_max.shape[1]
-            rank = torch.where(reach[:r.numel()], torch.arange(m, 0, -1, device=s.device), 0)
-            offset = torch.topk(rank, n_off, dim=1, sorted=True).indices
-            cand = (torch.arange(0, cols, m, device=s.device).view(1, GROUPS, 1) + offset.unsqueeze(1)).flatten(1)
+            rank = torch.where(reach[:r.numel()], torch.arange(reach.shape[1], 0, -1, device=s.device), 0)
+            cand = _offset_columns(torch.topk(rank, n_off, dim=1, sorted=True).indices, cols)
             sub = s[r.unsqueeze(1), cand]
             pos = _lowest_at_cut(sub, kth.index_select(0, r), k)
             idx[r], vals[r] = cand.gather(1, pos), sub.gather(1, pos)
