@@ -91,3 +91,22 @@ def test_offline_without_weights_is_one_clear_message(tmp_path):
     assert "Traceback" not in result.stderr
     assert "--pretrained PATH" in result.stderr and "dino_salad.ckpt" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_retrieve_refuses_nan_weights_naming_the_images(tmp_path, capsys):
+    """Converted weights holding NaN: an error naming the images, no results written."""
+    from tests.fixtures.tiny_eval_plugin import tiny_eval_cnn
+    from zoo.hub import save_pretrained
+
+    state = tiny_eval_cnn().state_dict()
+    first = next(k for k, v in state.items() if v.is_floating_point() and v.ndim > 1)
+    state[first] = torch.full_like(state[first], float("nan"))
+    weights = save_pretrained(tmp_path / "broken", state, {"architecture": "tiny_eval_cnn", "variant": {"dim": 8}})
+    out = tmp_path / "o"
+    code = main(["retrieve", "--model", "tiny_eval_cnn", "--pretrained", str(weights), "--queries",
+                 str(SAMPLES / "queries"), "--database", str(SAMPLES / "database"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "query descriptors: 3 of 3 images gave descriptors with NaN or inf values" in err
+    assert "query_00_of_place_01.jpg (row 0)" in err
+    assert not (out / "results.csv").exists()

@@ -37,6 +37,15 @@ class InputError(ZooError, ValueError):
     """An input image, tensor or argument is malformed (wrong size, corrupt file ...)."""
 
 
+class NonFiniteDescriptorError(InputError):
+    """Descriptors hold NaN or inf; ``side`` names them (queries, database ...), ``rows`` lists the
+    first affected rows and ``count`` how many there are."""
+
+    def __init__(self, message: str, side: str = "", rows: list[int] | None = None, count: int = 0) -> None:
+        super().__init__(message)
+        self.side, self.rows, self.count = side, list(rows or []), count
+
+
 class DatasetError(ZooError):
     """A data set folder or one of its files is missing or malformed."""
 

@@ -14,6 +14,19 @@ Scores follow faiss's conventions so that results are interchangeable:
 ``metric="ip"`` returns inner products (cosine similarity for L2-normalised descriptors) in
 decreasing order; ``metric="l2"`` returns *squared* Euclidean distances in increasing order.
 
+Ties: among equal scores the lower database index comes first, both at the cut (which items make
+the top-``k``) and in the returned order, whatever the block shape and backend. This is what
+faiss's ``IndexFlatL2`` returns for exact ties. faiss's inner-product heaps (``IndexFlatIP``,
+``faiss.knn`` with ``METRIC_INNER_PRODUCT``, faiss-cpu 1.15) differ: they list equal scores in
+decreasing index order and may keep higher-indexed items at the cut (e.g. of four items scoring
+1 at indices 0, 1, 2, 4 behind two better ones, k = 3 keeps index 2), so the ``"faiss"`` backend
+searches queries whose ties cross the cut again with the blocked search. Only bitwise-equal scores
+tie: BLAS rounds the product of one query with identical database rows differently depending on
+the rows' positions in the block, so duplicated descriptors often differ in the last bit.
+
+Descriptors holding NaN or inf are refused (:func:`check_finite`) with an error naming the side
+and the first rows.
+
 Backends (``backend=``):
   ``"torch"``  the blocked search above, on the descriptors' device (CUDA when they live there,
                or when ``device="cuda"`` is passed; blocks are then moved there one at a time).
@@ -32,21 +45,22 @@ code with :func:`count_closer`. ``"auto"`` therefore picks torch, except on CPU 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Literal
+import os
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 
-from zoo.errors import InputError
+from zoo.errors import InputError, NonFiniteDescriptorError
 
-__all__ = ["knn", "count_closer", "choose_backend", "DEFAULT_CHUNK_BYTES", "CUDA_CHUNK_BYTES"]
+__all__ = ["knn", "count_closer", "check_finite", "choose_backend", "DEFAULT_CHUNK_BYTES", "CUDA_CHUNK_BYTES"]
 
 Metric = Literal["ip", "l2"]
 Backend = Literal["auto", "torch", "faiss"]
 
 #: Bytes of one score block (query_chunk x db_chunk scores) plus one database block converted for
 #: the search (device, dtype, or doubled for l2). 256 MiB keeps blocks large enough for BLAS to run
-#: at full speed and the working set far below the 2 GB budget of issue 4.
+#: at full speed and the working set far below 2 GB.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 #: On CUDA: larger blocks mean fewer passes of the queries from host memory when the descriptors
 #: live on the CPU (one pass per database block), and GPU memory is rarely the limit.
@@ -67,9 +81,47 @@ def _as_tensor(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
     return x
 
 
+def check_finite(descriptors: torch.Tensor | np.ndarray, name: str,
+                 paths: Sequence[str | os.PathLike] | None = None, shown: int = 5) -> None:
+    """Raise :class:`~zoo.errors.NonFiniteDescriptorError` when a row of ``descriptors`` ``(N, D)``
+    holds NaN or inf (broken weights give such rows; their scores cannot be ranked).
+
+    The message names ``name`` (e.g. ``"database"``), how many rows are affected and the first
+    ``shown`` of them, with their files when ``paths`` (one per row) is given. Costs one sum over
+    the descriptors when they are finite.
+    """
+    x = torch.from_numpy(descriptors) if isinstance(descriptors, np.ndarray) else descriptors
+    # One pass without temporaries: a NaN or inf anywhere makes the sum NaN or inf, so a finite sum
+    # proves every value finite. Rows are examined only otherwise (or if a sum of huge values overflowed).
+    if x.numel() == 0 or np.isfinite(float(x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32))):
+        return
+    step = max(1, 2**24 // max(x.shape[-1], 1))
+    rows: list[int] = []
+    count = 0
+    for start in range(0, x.shape[0], step):
+        finite = torch.isfinite(x[start:start + step]).all(1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().view(-1) + start
+            count += bad.numel()
+            rows.extend(bad[:shown - len(rows)].tolist())
+    if not count:
+        return
+    if paths is not None:
+        where = ", ".join(f"{paths[r]} (row {r})" for r in rows)
+        what = f"{count} of {x.shape[0]} images gave descriptors with NaN or inf values: {where}"
+    else:
+        what = f"{count} of {x.shape[0]} rows hold NaN or inf values: rows {', '.join(map(str, rows))}"
+    more = f" and {count - len(rows)} more" if count > len(rows) else ""
+    raise NonFiniteDescriptorError(
+        f"{name}: {what}{more}. Such descriptors cannot be ranked; when a model produced them, "
+        "check its weights (a NaN weight makes every descriptor NaN) and inputs", side=name, rows=rows, count=count)
+
+
 def _check_pair(queries, database, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
     q = _as_tensor(queries, "queries")
     d = _as_tensor(database, "database")
+    check_finite(q, "queries")
+    check_finite(d, "database")
     if q.shape[1] != d.shape[1]:
         raise InputError(f"queries have dimension {q.shape[1]} but database items {d.shape[1]}")
     if metric not in ("ip", "l2"):
@@ -116,23 +168,97 @@ GROUPS = 8
 
 
 def _block_topk(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-``k`` of each row of ``s`` (unsorted), about twice as fast as ``torch.topk`` on CPU.
+    """Top-``k`` ``(values, columns)``, each ``(rows, k)`` and unsorted, of each row of the block ``s``
+    ``(rows, cols)``; among entries equal to the ``k``-th value, the lowest columns are kept.
 
-    View the ``c`` columns as ``GROUPS`` interleaved slices of ``m = c / GROUPS`` and take, for each
-    offset ``j < m``, the maximum over the slices of columns ``j, j + m, j + 2m ...``: a vectorised
-    pass. Every top-``k`` element lies in one of the ``k`` offsets with the largest such maxima
-    (otherwise ``k`` maxima, each from a different offset, would beat it), so the top-``k`` of those
-    ``k * GROUPS`` candidates is the top-``k`` of the row.
+    Two stages, about twice as fast as ``torch.topk`` on CPU: view the ``c`` columns as ``GROUPS``
+    interleaved slices of ``m = c / GROUPS`` and take, for each offset ``j < m``, the maximum over
+    the slices of columns ``j, j + m, j + 2m ...`` (a vectorised pass). Every top-``k`` element lies
+    in one of the ``k`` offsets with the largest such maxima (otherwise ``k`` maxima, each from a
+    different offset, would beat it), so the top-``k`` of those ``k * GROUPS`` candidates is the
+    top-``k`` of the row.
+
+    ``torch.topk`` keeps an unspecified subset of the entries that tie at the cut, so the
+    top-``(k + 1)`` values are selected: a row whose ``(k + 1)``-th value equals its ``k``-th may
+    have left out an entry tying at the cut, and only such rows are selected again
+    (:func:`_redo_ties`), among the offsets whose maximum reaches that value.
     """
     rows, cols = s.shape
     k = min(k, cols)
+    if k == cols:
+        return s.clone(), torch.arange(cols, device=s.device).expand(rows, cols).clone()
     m = cols // GROUPS
-    if cols % GROUPS or m < k:
-        return torch.topk(s, k, dim=1, sorted=False)
-    _, offset = torch.topk(s.view(rows, GROUPS, m).amax(1), k, dim=1, sorted=False)
-    cand = (offset.unsqueeze(1) + torch.arange(0, cols, m, device=s.device).view(1, GROUPS, 1)).view(rows, -1)
+    offset_max = None
+    if cols % GROUPS or m <= k:
+        vals, idx = torch.topk(s, k + 1, dim=1, sorted=False)
+    else:
+        offset_max = s.view(rows, GROUPS, m).amax(1)
+        vals, idx = _candidates_topk(s, offset_max, k + 1)
+    last = vals.amin(1, keepdim=True)
+    tie = (vals == last).sum(1) > 1
+    vals, pos = torch.topk(vals, k, dim=1, sorted=False)
+    idx = idx.gather(1, pos)
+    redo = tie.nonzero().view(-1)
+    if redo.numel():
+        _redo_ties(s, offset_max, last, k, redo, vals, idx)
+    return vals, idx
+
+
+def _candidates_topk(s: torch.Tensor, offset_max: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` values of each row of ``s`` and their columns (unsorted), from the columns of the ``k``
+    offsets with the largest maxima (``offset_max``, ``(rows, m)`` of :func:`_block_topk`)."""
+    _, offset = torch.topk(offset_max, k, dim=1, sorted=False)
+    cand = _offset_columns(offset, s.shape[1])
     vals, pos = torch.topk(s.gather(1, cand), k, dim=1, sorted=False)
     return vals, cand.gather(1, pos)
+
+
+def _offset_columns(offset: torch.Tensor, cols: int) -> torch.Tensor:
+    """Columns ``(rows, n * GROUPS)`` of the offsets ``(rows, n)`` in a block of ``cols`` columns."""
+    step = cols // GROUPS
+    return (offset.unsqueeze(1) + torch.arange(0, cols, step, device=offset.device).view(1, GROUPS, 1)).flatten(1)
+
+
+def _redo_ties(s: torch.Tensor, offset_max: torch.Tensor | None, kth: torch.Tensor, k: int, redo: torch.Tensor,
+               vals: torch.Tensor, idx: torch.Tensor) -> None:
+    """Select again, in place in ``vals`` and ``idx`` ``(rows, k)``, the top-``k`` of the rows
+    ``redo`` of ``s``, whose ``k``-th value ``kth`` ``(rows, 1)`` ties with an entry left out: the
+    entries above it and the lowest columns equal to it.
+
+    With ``offset_max`` (two-stage blocks) the search is limited to the offsets whose maximum
+    reaches ``kth``: only they hold entries that high. Rows are taken in groups of about 4M
+    entries (a whole row, or the candidates), bounding the extra memory."""
+    cols = s.shape[1]
+    start = 0
+    while start < redo.numel():
+        r = redo[start:start + max(1, 2**22 // cols)]
+        if offset_max is None:
+            sub = s.index_select(0, r)
+            pos = _lowest_at_cut(sub, kth.index_select(0, r), k)
+            idx[r], vals[r] = pos, sub.gather(1, pos)
+        else:
+            reach = offset_max.index_select(0, r) >= kth.index_select(0, r)
+            n_off = int(reach.sum(1).max())
+            r = r[:max(1, 2**22 // (n_off * GROUPS))]  # many offsets at the cut (e.g. a constant row): fewer rows
+            # The offsets that reach the cut in increasing order (then, in rows with fewer, others,
+            # whose entries are all below the cut), so that the candidates are in column order.
+            rank = torch.where(reach[:r.numel()], torch.arange(reach.shape[1], 0, -1, device=s.device), 0)
+            cand = _offset_columns(torch.topk(rank, n_off, dim=1, sorted=True).indices, cols)
+            sub = s[r.unsqueeze(1), cand]
+            pos = _lowest_at_cut(sub, kth.index_select(0, r), k)
+            idx[r], vals[r] = cand.gather(1, pos), sub.gather(1, pos)
+        start += r.numel()
+
+
+def _lowest_at_cut(s: torch.Tensor, kth: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions ``(rows, k)``, increasing, of each row's entries above ``kth`` ``(rows, 1)`` (its
+    ``k``-th largest value) followed by the first entries equal to it: the top-``k`` of ``s``
+    ``(rows, n)`` when ties at the cut go to the lowest positions."""
+    above = s > kth
+    equal = s == kth
+    room = k - above.sum(1, keepdim=True, dtype=torch.int32)
+    take = above | (equal & (equal.cumsum(1, dtype=torch.int32) <= room))
+    return take.nonzero()[:, 1].view(-1, k)
 
 
 def _scores_into(qb: torch.Tensor, block: torch.Tensor, db_sqnorm: torch.Tensor | None,
@@ -173,6 +299,8 @@ class _TopK:
         self.index: torch.Tensor | None = None
 
     def update(self, s: torch.Tensor, start: int) -> None:
+        """Merge the block ``s`` ``(rows, cols)`` of database items ``start ...`` into the running
+        top-``k``, keeping the lower database index among scores that tie at the cut."""
         bs, bi = _block_topk(s, self.k)
         bi += start
         if self.scores is None:
@@ -180,15 +308,32 @@ class _TopK:
             return
         # Merge the running best with this block's best (at most 2k candidates per row).
         cat_s, cat_i = torch.cat((self.scores, bs), 1), torch.cat((self.index, bi), 1)
-        self.scores, pos = torch.topk(cat_s, min(self.k, cat_s.shape[1]), dim=1, sorted=False)
-        self.index = cat_i.gather(1, pos)
+        k = min(self.k, cat_s.shape[1])
+        vals, pos = torch.topk(cat_s, k, dim=1, sorted=False)
+        index = cat_i.gather(1, pos)
+        kth = vals.amin(1, keepdim=True)
+        redo = ((cat_s >= kth).sum(1) > k).nonzero().view(-1)
+        if redo.numel():
+            # Candidates in database order, so that the first ones tying at the cut are the lowest.
+            order = torch.argsort(cat_i.index_select(0, redo), dim=1)
+            sub_i = cat_i.index_select(0, redo).gather(1, order)
+            sub_s = cat_s.index_select(0, redo).gather(1, order)
+            pos = _lowest_at_cut(sub_s, kth.index_select(0, redo), k)
+            vals[redo], index[redo] = sub_s.gather(1, pos), sub_i.gather(1, pos)
+        self.scores, self.index = vals, index
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best first; equal scores ordered by database index (faiss's order)."""
-        order = torch.argsort(self.index, dim=1)
-        s, i = self.scores.gather(1, order), self.index.gather(1, order)
-        s, pos = torch.sort(s, dim=1, descending=True, stable=True)
-        return s, i.gather(1, pos)
+        """Best first; equal scores ordered by database index."""
+        return _best_first(self.scores, self.index, descending=True)
+
+
+def _best_first(scores: torch.Tensor, index: torch.Tensor, descending: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scores, index)`` ``(Q, k)`` sorted by score (decreasing or increasing), equal scores by
+    increasing database index."""
+    order = torch.argsort(index, dim=1)
+    s, i = scores.gather(1, order), index.gather(1, order)
+    s, pos = torch.sort(s, dim=1, descending=descending, stable=True)
+    return s, i.gather(1, pos)
 
 
 @contextlib.contextmanager
@@ -338,8 +483,19 @@ def _knn_faiss(q: torch.Tensor, d: torch.Tensor, k: int, metric: str) -> tuple[t
         raise InputError("backend='faiss' searches CPU descriptors only (faiss-cpu); use backend='torch' for CUDA")
     xq = np.ascontiguousarray(q.detach().numpy(), dtype=np.float32)
     xb = np.ascontiguousarray(d.detach().numpy(), dtype=np.float32)
-    scores, idx = faiss.knn(xq, xb, k, metric=faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
-    return torch.from_numpy(scores), torch.from_numpy(idx)
+    # One neighbour more than asked: where the (k+1)-th score equals the k-th, faiss's heap may
+    # have kept other items of that score than the lowest-indexed ones (for inner products it
+    # does), so those queries are searched again by the blocked search.
+    kk = min(k + 1, xb.shape[0])
+    scores, idx = faiss.knn(xq, xb, kk, metric=faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2)
+    scores, idx = torch.from_numpy(scores), torch.from_numpy(idx)
+    if kk > k:
+        tie = (scores[:, k] == scores[:, k - 1]).nonzero().view(-1)
+        scores, idx = scores[:, :k].contiguous(), idx[:, :k].contiguous()
+        if tie.numel():
+            scores[tie], idx[tie], _ = _scan(q[tie], d, metric, torch.device("cpu"), torch.float32,
+                                             None, None, None, k=k)
+    return _best_first(scores, idx, descending=metric == "ip")
 
 
 def _target_scores(qb: torch.Tensor, true_db: torch.Tensor, metric: str,

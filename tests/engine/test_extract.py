@@ -162,3 +162,14 @@ def test_cropped_record_carries_its_full_image_size(tmp_path):
         return torch.zeros(3, 2, 2)
     ImageListDataset([ImageRecord(tmp_path / "a.png", (10, 10, 60, 40))], transform)[0]
     assert seen == [((50, 30), (200, 100))]
+
+
+@pytest.mark.parametrize("side", ["query", "database"])
+def test_non_finite_descriptors_name_the_images(data, model, side):
+    from zoo.errors import NonFiniteDescriptorError
+    records = _records(data)
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.ndim > 1).fill_(float("nan"))  # broken weights
+    with pytest.raises(NonFiniteDescriptorError, match=rf"{side} descriptors: 11 of 11 images") as err:
+        extract_descriptors(model, records, plugin.tiny_transforms()[0], side=side, batch_size=4, progress=False)
+    assert str(records[0].path) in str(err.value) and err.value.rows == [0, 1, 2, 3, 4]

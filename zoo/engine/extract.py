@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from zoo.data.base import ImageRecord
 from zoo.errors import DatasetError, InputError
 from zoo.io import atomic_path, atomic_write_text
+from zoo.search import check_finite
 
 __all__ = ["Extraction", "ImageListDataset", "DescriptorCache", "extract_descriptors", "weights_hash",
            "transform_id", "records_fingerprint", "autocast_dtype", "PRECISIONS"]
@@ -371,8 +372,10 @@ def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transf
     if gathered is None:
         return None
     done, cached_images, computed_images = gathered
-    return _concatenate(done, len(plan.bounds), records, cached_images, computed_images,
-                        time.perf_counter() - start_time)
+    result = _concatenate(done, len(plan.bounds), records, cached_images, computed_images,
+                          time.perf_counter() - start_time)
+    check_finite(result.descriptors, f"{side} descriptors", [r.path for r in records])
+    return result
 
 
 def _assemble_shard(rows: dict[int, torch.Tensor], skipped: dict[int, str], start: int,
