@@ -12,7 +12,7 @@ Coordinates of a set of images come from one *source* (the ``--coords`` option o
               the VPR data-set downloaders), parsed by :func:`zoo.data.vpr.utm_from_name`.
 
 UTM coordinates need a zone to become latitude/longitude (``--utm-zone 17T``, converted with the
-optional ``utm`` package from PyPI). Without a zone they stay UTM metres: distances between them
+optional ``utm`` package from PyPI, in the ``index`` extra). Without a zone they stay UTM metres: distances between them
 are then Euclidean, which is exact within one zone, and maps are drawn in metres. Every image
 set keeps one kind (``latlon`` or ``utm``); an image its source says nothing about has NaN
 coordinates and is left out of every estimate and error.
@@ -45,7 +45,7 @@ import numpy as np
 from zoo.errors import DatasetError, InputError
 
 __all__ = ["Coordinates", "read_coordinates", "haversine_m", "distances_m", "localise", "Localisation",
-           "localise_all", "write_localisation", "plot_map", "EARTH_RADIUS_M", "DEFAULT_RADIUS_M", "KINDS"]
+           "localise_all", "localise_map", "write_localisation", "plot_map", "EARTH_RADIUS_M", "DEFAULT_RADIUS_M", "KINDS"]
 
 #: Mean Earth radius R1 of the IUGG (metres).
 EARTH_RADIUS_M = 6371008.8
@@ -85,7 +85,7 @@ def _utm_to_latlon(east: float, north: float, zone: str) -> tuple[float, float]:
     try:
         import utm
     except ImportError:
-        raise InputError("--utm-zone needs the `utm` package (pip install utm, or the package's `geo` extra); "
+        raise InputError("--utm-zone needs the `utm` package (pip install utm, or the `index` extra); "
                          "without a zone, coordinates stay UTM metres") from None
     number, letter = _parse_zone(zone)
     return tuple(float(v) for v in utm.to_latlon(east, north, number, letter))  # type: ignore[return-value]
@@ -174,10 +174,12 @@ def _match_csv(paths: Sequence[Path], csv_path: Path, rows: dict[str, tuple[floa
     return out
 
 
-def read_coordinates(paths: Sequence[str | Path], source: str, utm_zone: str | None = None) -> Coordinates:
+def read_coordinates(paths: Sequence[str | Path], source: str, utm_zone: str | None = None,
+                     required: bool = True) -> Coordinates:
     """Coordinates of ``paths`` from ``source``: a CSV file, ``"exif"`` or ``"names"`` (module docstring).
 
-    With ``utm_zone`` (e.g. ``"17T"``), UTM coordinates are converted to latitude/longitude.
+    With ``utm_zone`` (e.g. ``"17T"``), UTM coordinates are converted to latitude/longitude. A file
+    name that is no ``@UTM@`` name raises (naming it) when ``required``, else gets NaN.
 
     Returns:
         :class:`Coordinates` with ``(len(paths), 2)`` positions (NaN where the source has none).
@@ -190,7 +192,13 @@ def read_coordinates(paths: Sequence[str | Path], source: str, utm_zone: str | N
         xy = np.array([exif_latlon(p) or (np.nan, np.nan) for p in paths], dtype=np.float64).reshape(-1, 2)
     elif source == "names":
         kind = "utm"
-        xy = np.array([utm_from_name(p) for p in paths], dtype=np.float64).reshape(-1, 2)
+        xy = np.full((len(paths), 2), np.nan)
+        for i, p in enumerate(paths):
+            try:
+                xy[i] = utm_from_name(p)
+            except DatasetError:
+                if required:
+                    raise
     else:
         csv_path = Path(source).expanduser()
         if csv_path.suffix.lower() != ".csv" and not csv_path.is_file():
@@ -436,3 +444,19 @@ def plot_map(path: str | Path, db: Coordinates, indices: np.ndarray, records: li
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def localise_map(out_dir: str | Path, query_paths: Sequence[Path], database_paths: Sequence[Path],
+                 scores: np.ndarray, indices: np.ndarray, source: str, utm_zone: str | None = None,
+                 radius: float | None = None) -> tuple[dict, list[Path]]:
+    """Localise queries against database images whose coordinates ``source`` gives (the queries'
+    own, where it gives them, for errors): writes ``positions.csv`` and ``map.png`` in ``out_dir``
+    and returns the JSON summary and the files."""
+    radius = DEFAULT_RADIUS_M if radius is None else radius
+    db = read_coordinates(database_paths, source, utm_zone)
+    if not db.known.any():
+        raise InputError(f"--coords {source}: no coordinates found for any of the {len(database_paths)} database images")
+    queries = read_coordinates(query_paths, source, utm_zone, required=False)
+    records = localise_all(db, scores, indices, queries, radius)
+    path, summary = write_localisation(out_dir, query_paths, records, db.kind, radius)
+    return summary, [path, plot_map(Path(out_dir) / "map.png", db, indices, records, radius)]

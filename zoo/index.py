@@ -451,7 +451,7 @@ class BuildSummary:
     index_bytes: int
     notes: list[str] = field(default_factory=list)
 
-    def lines(self) -> list[str]:
+    def summary_lines(self) -> list[str]:
         out = [f"{self.folder}: {self.count} images ({self.added} added), {self.kind} {json.dumps(self.params)}",
                f"descriptors: {self.cached_images} from the cache, {self.computed_images} computed in "
                f"{self.extract_seconds:.1f} s; index built in {self.index_seconds:.1f} s, {self.index_bytes / 2**20:.1f} MiB"]
@@ -464,12 +464,12 @@ def _extraction_opts(device: str, batch_size: int, precision: str, num_workers: 
             "shard_size": shard_size, "progress": progress}
 
 
-def _read_coords(paths: Sequence[Path], source: str | None, utm_zone: str | None):
+def _read_coords(paths: Sequence[Path], source: str | None, utm_zone: str | None, required: bool = True):
     if source is None:
         return None
     from zoo.geo import read_coordinates
 
-    coords = read_coordinates(paths, source, utm_zone)
+    coords = read_coordinates(paths, source, utm_zone, required)
     if not coords.known.any():
         raise InputError(f"--coords {source}: no coordinates found for any of the {len(paths)} images")
     return coords
@@ -593,7 +593,8 @@ def add_to_index(index_dir: str | Path, *, images: str | Path | None = None, lis
     def write_descriptors(tmp: Path) -> None:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, manifest["dim"]))
         for s in range(0, n_old, 65536):
-            out[s:s + 65536] = mi.descriptors[s:s + 65536]
+            e = min(n_old, s + 65536)
+            out[s:e] = mi.descriptors[s:e]
         out[n_old:] = x.astype(np.float16)
         out.flush()
         del out
@@ -658,7 +659,7 @@ def search_index(index_dir: str | Path, queries: str | Path, out: str | Path, *,
     source = manifest["model"]["pretrained"] if pretrained is None else pretrained
     model, identity, (q_tf, _) = _load_model(f"{manifest['model']['name']}.{manifest['model']['variant_tag']}", source)
     _check_same_model(manifest["model"], identity, mi.folder, "query_transform")
-    q_xy = _read_coords(query_paths, coords, utm_zone) if coords else None
+    q_xy = _read_coords(query_paths, coords, utm_zone, required=False) if coords else None
     ext = _extract(model, query_paths, q_tf, identity, "query", None,
                    _extraction_opts(device, batch_size, manifest["precision"], num_workers, 1024, progress))
     start = time.perf_counter()

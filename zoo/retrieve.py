@@ -51,8 +51,12 @@ def _atomic_text(path: Path, text: str) -> None:
 
 def retrieve_folders(model_name: str, queries: str | Path, database: str | Path, out_dir: str | Path,
                      pretrained: bool | str = True, topk: int = 5, device: str = "cpu", batch_size: int = 8,
-                     precision: str = "fp32", num_workers: int = 0) -> RetrievalOutput:
+                     precision: str = "fp32", num_workers: int = 0, coords: str | None = None,
+                     utm_zone: str | None = None, radius: float | None = None) -> RetrievalOutput:
     """Embed both folders with ``model_name`` and write ``results.csv``, ``results.json`` and ``grid.png``.
+
+    With ``coords`` (a source of :func:`zoo.geo.read_coordinates` covering the database and, for
+    errors in metres, the queries) each query is also localised: ``positions.csv`` and ``map.png``.
 
     Raises the zoo's errors (unreadable weights, missing folder, corrupt image) before writing anything.
     """
@@ -84,10 +88,17 @@ def retrieve_folders(model_name: str, queries: str | Path, database: str | Path,
     writer.writeheader()
     writer.writerows(rows)
     _atomic_text(csv_path, table.getvalue())
-    _atomic_text(json_path, json.dumps({"model": model.zoo_config, "topk": rows}, indent=2, default=str) + "\n")
+    payload = {"model": model.zoo_config, "topk": rows}
+    files = [csv_path, json_path, grid_path]
+    if coords is not None:
+        from zoo.geo import localise_map
+        payload["localisation"], extra = localise_map(out, query_paths, database_paths, scores.numpy(),
+                                                      indices.numpy(), coords, utm_zone, radius)
+        files += extra
+    _atomic_text(json_path, json.dumps(payload, indent=2, default=str) + "\n")
     view = SimpleNamespace(
         result=ProtocolResult(metrics={}, topk=indices, correct=None),
         dataset=RetrievalSet("retrieve", Path(queries), [ImageRecord(p) for p in query_paths],
                              [ImageRecord(p) for p in database_paths], None, "none"))
     plot_retrieval_grid(view, grid_path, n_queries=min(len(query_paths), 12), k=indices.shape[1])
-    return RetrievalOutput(out, query_paths, database_paths, scores, indices, [csv_path, json_path, grid_path])
+    return RetrievalOutput(out, query_paths, database_paths, scores, indices, files)
