@@ -66,6 +66,10 @@ def _latlon(i: int) -> tuple[float, float]:
 
 @pytest.fixture
 def city(tmp_path):
+    return make_city(tmp_path)
+
+
+def make_city(tmp_path):
     """``map/`` (places 0-15), ``more/`` (16-19), ``queries/`` (views of places 3, 9, 17), and a
     CSV with every map image's position and each query's, 0.0001 deg (11.12 m) north of its place."""
     for sub in ("map", "more", "queries"):

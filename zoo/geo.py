@@ -372,16 +372,30 @@ def plot_map(path: str | Path, db: Coordinates, indices: np.ndarray, records: li
     known = np.flatnonzero(db.known)
     if known.size > MAX_MAP_POINTS:
         known = np.sort(np.random.default_rng(0).choice(known, MAX_MAP_POINTS, replace=False))
-    lat_scale = math.cos(math.radians(float(np.nanmean(db.xy[:, 0])))) if db.kind == "latlon" and known.size else 1.0
+    latlon = db.kind == "latlon"
+    # Plot x is longitude (or east), y latitude (or north); one unit of x spans x_scale units of y.
+    x_scale = math.cos(math.radians(float(np.nanmean(db.xy[db.known, 0])))) if latlon and known.size else 1.0
+    radius_units = radius / (EARTH_RADIUS_M * math.pi / 180) if latlon else radius
 
-    def xy(p: np.ndarray) -> tuple:  # (x, y) for plotting: lon/lat or east/north
+    def xy(p: np.ndarray) -> tuple:
         p = np.asarray(p, dtype=np.float64).reshape(-1, 2)
-        return (p[:, 1], p[:, 0]) if db.kind == "latlon" else (p[:, 0], p[:, 1])
+        return (p[:, 1], p[:, 0]) if latlon else (p[:, 0], p[:, 1])
+
+    def frame(ax, pts: np.ndarray) -> tuple[float, float, float, float]:
+        """Square limits around ``pts`` (at least two radii wide); returns them."""
+        pts = pts[~np.isnan(pts).any(1)]
+        x, y = xy(pts)
+        cx, cy = (x.min() + x.max()) / 2, (y.min() + y.max()) / 2
+        half = 1.15 * max((x.max() - x.min()) * x_scale / 2, (y.max() - y.min()) / 2, radius_units)
+        limits = (cx - half / x_scale, cx + half / x_scale, cy - half, cy + half)
+        ax.set_xlim(*limits[:2])
+        ax.set_ylim(*limits[2:])
+        return limits
 
     panels = min(n_panels, len(records))
     cols = min(3, panels + 1)
     rows = math.ceil((panels + 1) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.2 * rows), dpi=100, squeeze=False)
     a_name, b_name = _labels(db.kind)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -390,37 +404,27 @@ def plot_map(path: str | Path, db: Coordinates, indices: np.ndarray, records: li
     ax.scatter(*xy(db.xy[known]), s=3, c="0.7", label="map images", rasterized=True)
     est = np.array([r["consensus"] for r in records]).reshape(-1, 2)
     ax.scatter(*xy(est), s=30, marker="*", c="tab:red", label="estimate (consensus)")
-    truths = [r["truth"] for r in records if r["truth"] is not None]
-    if truths:
-        ax.scatter(*xy(np.array(truths)), s=25, marker="x", c="tab:blue", label="true position")
-    ax.set_title(f"{len(records)} queries on {int(db.known.sum())} map images")
-    ax.legend(fontsize=7, loc="best")
+    truths = np.array([r["truth"] for r in records if r["truth"] is not None]).reshape(-1, 2)
+    if len(truths):
+        ax.scatter(*xy(truths), s=25, marker="x", c="tab:blue", label="true position")
+    frame(ax, np.concatenate([db.xy[known], est, truths]))
+    ax.set_title(f"{len(records)} queries on {int(db.known.sum())} map images", fontsize=9)
+    ax.legend(fontsize=6, loc="upper right")
     for i in range(panels):
         ax = axes.flat[i + 1]
         ax.set_axis_on()
         r = records[i]
-        matches = indices[i][indices[i] >= 0]
-        mxy = db.xy[matches]
+        mxy = db.xy[indices[i][indices[i] >= 0]]
         inl = np.asarray(r["inlier_mask"], dtype=bool)
-        pts = [mxy[~np.isnan(mxy).any(1)], r["consensus"].reshape(1, 2)]
-        if r["truth"] is not None:
-            pts.append(np.asarray(r["truth"]).reshape(1, 2))
+        pts = [mxy, r["consensus"].reshape(1, 2)] + ([np.reshape(r["truth"], (1, 2))] if r["truth"] is not None else [])
         pts = np.concatenate(pts)
-        pts = pts[~np.isnan(pts).any(1)]
-        if pts.size:  # zoom: the matches, estimates and truth with a margin of one radius
-            span = radius / 111_195.0 if db.kind == "latlon" else radius
-            (x0, x1), (y0, y1) = [(v.min(), v.max()) for v in xy(pts)]
-            pad_x = span / (lat_scale if db.kind == "latlon" else 1.0) + 0.1 * (x1 - x0)
-            pad_y = span + 0.1 * (y1 - y0)
-            sel = known
-            if sel.size:
-                kx, ky = xy(db.xy[sel])
-                inside = (kx >= x0 - pad_x) & (kx <= x1 + pad_x) & (ky >= y0 - pad_y) & (ky <= y1 + pad_y)
-                ax.scatter(kx[inside], ky[inside], s=4, c="0.75", rasterized=True)
-            ax.set_xlim(x0 - pad_x, x1 + pad_x)
-            ax.set_ylim(y0 - pad_y, y1 + pad_y)
+        if not np.isnan(pts).all():  # zoom on the matches, the estimates and the truth
+            x0, x1, y0, y1 = frame(ax, pts)
+            kx, ky = xy(db.xy[known])
+            inside = (kx >= x0) & (kx <= x1) & (ky >= y0) & (ky <= y1)
+            ax.scatter(kx[inside], ky[inside], s=4, c="0.75", rasterized=True)
         ax.scatter(*xy(mxy[~inl]), s=28, facecolors="none", edgecolors="tab:orange", label="matches")
-        ax.scatter(*xy(mxy[inl]), s=28, c="tab:orange", label="inliers")
+        ax.scatter(*xy(mxy[inl]), s=28, c="tab:orange", label=f"inliers ({radius:g} m)")
         ax.scatter(*xy(r["top1"]), s=60, marker="s", facecolors="none", edgecolors="k", label="top-1")
         ax.scatter(*xy(r["consensus"]), s=80, marker="*", c="tab:red", label="consensus")
         title = f"query {i}"
@@ -430,13 +434,15 @@ def plot_map(path: str | Path, db: Coordinates, indices: np.ndarray, records: li
                 title += f": error {r['consensus_error_m']:.1f} m"
         ax.set_title(title, fontsize=9)
         if i == 0:
-            ax.legend(fontsize=6, loc="best")
+            ax.legend(fontsize=6, loc="upper right")
     for ax in axes.flat:
         if ax.axison:
-            ax.set_xlabel(b_name if db.kind == "latlon" else a_name, fontsize=8)
-            ax.set_ylabel(a_name if db.kind == "latlon" else b_name, fontsize=8)
+            ax.set_xlabel(b_name if latlon else a_name, fontsize=8)
+            ax.set_ylabel(a_name if latlon else b_name, fontsize=8)
             ax.tick_params(labelsize=6)
-            ax.set_aspect(1.0 / lat_scale if db.kind == "latlon" else "equal", adjustable="datalim")
+            ax.ticklabel_format(useOffset=False, style="plain")
+            ax.locator_params(nbins=4)
+            ax.set_aspect(1.0 / x_scale, adjustable="box")
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.part{path.suffix}")
