@@ -266,3 +266,24 @@ def test_retrieve_localises_with_coords(tiny_model, city):
     assert float(positions["query_of_17.png"]["top1_error_m"]) > 100
     assert json.loads((out / "results.json").read_text())["localisation"]["radius_m"] == 25.0
     assert (out / "map.png").is_file()
+
+
+def test_a_zoo_model_builds_and_searches_an_hnsw_index(city):
+    # The cheapest real network: AML's MobileNetV2 student, random weights (seeded by the index
+    # commands), on 32 px images, which its transform never upsamples.
+    name, index_dir, out = "aml_student.mobilenetv2_vgg16", city / "hnsw.index", city / "out"
+    assert main(["index", "build", "--model", name, "--pretrained", "false", "--images", str(city / "map"),
+                 "--out", str(index_dir), "--kind", "hnsw", "--coords", str(city / "coords.csv"), "--quiet"]) == 0
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    assert manifest["model"]["variant_tag"] == "mobilenetv2_vgg16" and manifest["dim"] == 512
+    assert manifest["faiss"]["factory"] == "HNSW32"
+    assert main(["index", "search", "--index", str(index_dir), "--queries", str(city / "queries"), "--topk", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    # Random weights make near-constant descriptors: the test checks the plumbing, not the ranking.
+    rows = _results(out)
+    assert len(rows) == 6 and all(-1.001 <= float(r["similarity"]) <= 1.001 for r in rows)
+    assert {r["database"] for r in rows} <= {str(p) for p in sorted((city / "map").iterdir())}
+    assert json.loads((out / "results.json").read_text())["settings"]["ef"] == 128
+    # Positions come from the index; without query coordinates there are no errors.
+    with open(out / "positions.csv") as f:
+        assert [row["top1_error_m"] for row in csv.DictReader(f)] == ["", "", ""]
