@@ -279,8 +279,9 @@ def _add_index_parser(sub) -> None:
                                     "errors in metres for queries whose own coordinates --coords gives).")
     s.add_argument("--index", required=True, metavar="INDEX_DIR")
     s.add_argument("--queries", required=True, metavar="DIR", help="folder of query images")
-    s.add_argument("--out", required=True, metavar="OUT")
-    s.add_argument("--topk", type=int, default=5)
+    s.add_argument("--out", required=True, metavar="OUT", help="output folder")
+    s.add_argument("--topk", type=int, default=5, help="matches per query, also the K of the consensus "
+                                                       "(default: %(default)s)")
     s.add_argument("--rerank", type=int, default=DEFAULT_RERANK, metavar="N",
                    help="shortlist size re-ranked exactly (IVF-PQ, HNSW; default: %(default)s)")
     s.add_argument("--nprobe", type=int, help="IVF-PQ lists visited per query (default: the manifest's)")
