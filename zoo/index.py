@@ -88,14 +88,14 @@ def ivfpq_params(n: int, d: int) -> dict[str, Any]:
     if d < 1:
         raise InputError(f"descriptor dimension must be positive, got {d}")
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    nlist = max(1, min(nlist, 2 ** int(math.floor(math.log2(max(n // 39, 1))))))
+    nlist = max(1, min(nlist, 2 ** math.floor(math.log2(max(n // 39, 1)))))
     m = max(1, min(64, d // 8))
     d_pq = min(d, 8 * m)
     opq = d_pq < d or d % m != 0
     if opq:
         d_pq = 8 * m if d >= 8 * m else m * (d // m)
     train = min(n, MAX_TRAIN, max(64 * nlist, 39 * 256))
-    nbits = max(1, min(8, int(math.floor(math.log2(max(train / 39, 1))))))
+    nbits = max(1, min(8, math.floor(math.log2(max(train / 39, 1)))))
     return {"nlist": nlist, "m": m, "nbits": nbits, "opq": opq, "d_pq": d_pq, "train_size": train,
             "nprobe": min(nlist, max(16, nlist // 64))}
 
@@ -369,6 +369,8 @@ class MapIndex:
             count, kind = int(manifest["count"]), manifest["faiss"]["kind"]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise DatasetError(f"{manifest_path}: malformed manifest ({err})") from None
+        if kind not in KINDS:
+            raise DatasetError(f"{manifest_path}: unknown faiss kind {kind!r} (expected one of {', '.join(KINDS)})")
         if manifest.get("format") != MANIFEST_FORMAT:
             raise DatasetError(f"{manifest_path}: format {manifest.get('format')!r}, this zoo reads {MANIFEST_FORMAT}")
         for name in (INDEX_FILE, DESCRIPTORS_FILE, IMAGES_FILE):
@@ -453,8 +455,9 @@ class BuildSummary:
 
     def summary_lines(self) -> list[str]:
         out = [f"{self.folder}: {self.count} images ({self.added} added), {self.kind} {json.dumps(self.params)}",
-               f"descriptors: {self.cached_images} from the cache, {self.computed_images} computed in "
-               f"{self.extract_seconds:.1f} s; index built in {self.index_seconds:.1f} s, {self.index_bytes / 2**20:.1f} MiB"]
+               (f"descriptors: {self.cached_images} from the cache, {self.computed_images} computed in "
+                f"{self.extract_seconds:.1f} s; index built in {self.index_seconds:.1f} s, "
+                f"{self.index_bytes / 2**20:.1f} MiB")]
         return out + self.notes
 
 
@@ -487,8 +490,7 @@ def _write_folder(folder: Path, manifest: dict[str, Any], index: Any, write_desc
     _write_text(folder / IMAGES_FILE, "".join(f"{p}\n" for p in images))
     if coords is not None:
         with _atomic(folder / COORDS_FILE) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, coords.xy)
+            _save_npy(tmp, coords.xy)
     _write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
 
 
