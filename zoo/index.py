@@ -661,6 +661,9 @@ def search_index(index_dir: str | Path, queries: str | Path, out: str | Path, *,
     source = manifest["model"]["pretrained"] if pretrained is None else pretrained
     model, identity, (q_tf, _) = _load_model(f"{manifest['model']['name']}.{manifest['model']['variant_tag']}", source)
     _check_same_model(manifest["model"], identity, mi.folder, "query_transform")
+    if coords and mi.coords is None:
+        raise InputError(f"--coords gives query positions but the index {mi.folder} has no coordinates; build it "
+                         "with --coords to localise")
     q_xy = _read_coords(query_paths, coords, utm_zone, required=False) if coords else None
     ext = _extract(model, query_paths, q_tf, identity, "query", None,
                    _extraction_opts(device, batch_size, manifest["precision"], num_workers, 1024, progress))
@@ -669,26 +672,24 @@ def search_index(index_dir: str | Path, queries: str | Path, out: str | Path, *,
     seconds = time.perf_counter() - start
     out_dir = Path(out).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
-    loc_records, loc_summary, files = None, None, []
+    loc_records = None
     radius = DEFAULT_RADIUS_M if radius is None else radius
     if mi.coords is not None:
         from zoo.geo import localise_all
         loc_records = localise_all(mi.coords, scores, rows, q_xy, radius)
-    elif coords:
-        raise InputError(f"--coords gives query positions but the index {mi.folder} has no coordinates; build it "
-                         "with --coords to localise")
-    files += _write_results(out_dir, query_paths, mi, scores, rows,
-                            {"topk": topk, "rerank": rerank_n if mi.kind != "flat" else None,
-                             "nprobe": nprobe or manifest["faiss"]["params"].get("nprobe"),
-                             "ef": ef or manifest["faiss"]["params"].get("ef_search"), "search_seconds": seconds},
-                            loc_records, radius)
-    if loc_records is not None:
-        loc_summary = json.loads((out_dir / "results.json").read_text())["localisation"]
+    files, loc_summary = _write_results(
+        out_dir, query_paths, mi, scores, rows,
+        {"topk": topk, "rerank": rerank_n if mi.kind != "flat" else None,
+         "nprobe": nprobe or manifest["faiss"]["params"].get("nprobe"),
+         "ef": ef or manifest["faiss"]["params"].get("ef_search"), "search_seconds": seconds},
+        loc_records, radius)
     return SearchOutput(out_dir, query_paths, mi.images, scores, rows, loc_summary, files, seconds)
 
 
 def _write_results(out_dir: Path, query_paths: list[Path], mi: MapIndex, scores: np.ndarray, rows: np.ndarray,
-                   settings: dict[str, Any], loc_records: list[dict] | None, radius: float) -> list[Path]:
+                   settings: dict[str, Any], loc_records: list[dict] | None,
+                   radius: float) -> tuple[list[Path], dict[str, Any] | None]:
+    """Write the result files; returns them and the localisation summary (None without coordinates)."""
     import torch
 
     from zoo.data.base import ImageRecord, RetrievalSet
@@ -716,6 +717,7 @@ def _write_results(out_dir: Path, query_paths: list[Path], mi: MapIndex, scores:
     csv_path, json_path, grid_path = out_dir / "results.csv", out_dir / "results.json", out_dir / "grid.png"
     _write_text(csv_path, buf.getvalue())
     files = [csv_path, json_path, grid_path]
+    summary = None
     payload: dict[str, Any] = {"index": str(mi.folder), "model": mi.manifest["model"], "faiss": mi.manifest["faiss"],
                                "settings": settings, "topk": [dict(zip(header, row)) for row in table]}
     if loc_records is not None:
@@ -729,4 +731,4 @@ def _write_results(out_dir: Path, query_paths: list[Path], mi: MapIndex, scores:
                              [ImageRecord(p) for p in mi.images], None, "none"))
     with _atomic(grid_path) as tmp:
         plot_retrieval_grid(view, tmp, n_queries=min(len(query_paths), 12), k=rows.shape[1])
-    return files
+    return files, summary
