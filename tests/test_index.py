@@ -287,3 +287,21 @@ def test_a_zoo_model_builds_and_searches_an_hnsw_index(city):
     # Positions come from the index; without query coordinates there are no errors.
     with open(out / "positions.csv") as f:
         assert [row["top1_error_m"] for row in csv.DictReader(f)] == ["", "", ""]
+
+
+def test_retrieve_localises_with_utm_names_in_metres(tiny_model, tmp_path):
+    # VPR-benchmark names: places 100 m apart along the easting; each query 3 m east, 4 m north of its place.
+    (tmp_path / "db").mkdir()
+    (tmp_path / "q").mkdir()
+    for i in range(6):
+        _save(_place(i), tmp_path / "db" / f"@{500000 + 100 * i:.2f}@{4400000:.2f}@17@T@place{i}@.png")
+    for i in (1, 4):
+        _save(_place(i), tmp_path / "q" / f"@{500003 + 100 * i:.2f}@{4400004:.2f}@17@T@query{i}@.png", brighten=6)
+    out = tmp_path / "out"
+    assert main(["retrieve", "--model", MODEL, "--pretrained", "false", "--queries", str(tmp_path / "q"),
+                 "--database", str(tmp_path / "db"), "--out", str(out), "--topk", "3", "--coords", "names"]) == 0
+    with open(out / "positions.csv") as f:
+        positions = list(csv.DictReader(f))
+    assert list(positions[0])[1:3] == ["top1_east", "top1_north"]
+    assert [float(p["top1_error_m"]) for p in positions] == [5.0, 5.0]
+    assert [float(p["consensus_error_m"]) for p in positions] == [5.0, 5.0]
