@@ -20,7 +20,8 @@ coordinates and is left out of every estimate and error.
 Distances are haversine great-circle metres on a sphere of the mean Earth radius
 (:data:`EARTH_RADIUS_M`, IUGG) for latitude/longitude, Euclidean for UTM.
 
-Localisation (:func:`localise`): the *top-1* estimate is the best match's position. The
+Localisation (:func:`localise`): the *top-1* estimate is the position of the best match that has
+one. The
 *consensus* estimate looks at the top ``K`` matches: each match's support is the sum of the
 similarities (clipped at 0) of the matches within ``radius`` metres of it (itself included); the
 best-supported match (the better-ranked on ties) and the matches within ``radius`` of it are the
