@@ -21,15 +21,14 @@ Distances are haversine great-circle metres on a sphere of the mean Earth radius
 (:data:`EARTH_RADIUS_M`, IUGG) for latitude/longitude, Euclidean for UTM.
 
 Localisation (:func:`localise`): the *top-1* estimate is the position of the best match that has
-one. The
-*consensus* estimate looks at the top ``K`` matches: each match's support is the sum of the
-similarities (clipped at 0) of the matches within ``radius`` metres of it (itself included); the
-best-supported match (the better-ranked on ties) and the matches within ``radius`` of it are the
-inliers, and the estimate is their similarity-weighted mean position. The default radius,
+one. The *consensus* estimate looks at the top ``K`` matches: each match's support is the sum of
+the similarities (clipped at 0) of the matches within ``radius`` metres of it (itself included);
+the best-supported match (the better-ranked on ties) and the matches within ``radius`` of it are
+the inliers, and the estimate is their similarity-weighted mean position. The default radius,
 :data:`DEFAULT_RADIUS_M` = 25 m, is the positive threshold of the VPR benchmarks (MSLS,
 Pittsburgh): matches closer than that show the same place. For latitude/longitude the mean is
-taken over offsets from the best-supported match (longitude wrapped to +-180 degrees), which
-is exact to well below a millimetre at that radius.
+taken over offsets from the best-supported match (longitude wrapped to +-180 degrees), which is
+exact to well below a millimetre at that radius.
 """
 
 from __future__ import annotations
