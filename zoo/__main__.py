@@ -19,6 +19,8 @@ EPILOG = """examples:
   python -m zoo export dinov2_salad --pretrained weights/salad --out release/salad
   python -m zoo push release/salad --repo my-org/dinov2-salad
   python -m zoo retrieve --model dinov2_salad --database photos/db --queries photos/q --out results
+  python -m zoo index build --model dinov2_salad --images map/ --coords exif --out map.index
+  python -m zoo index search --index map.index --queries photos/q --topk 5 --out results
 """
 
 
@@ -209,7 +211,8 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     result = retrieve_folders(
         model_name=args.model, pretrained=_pretrained_arg(args.pretrained), queries=args.queries,
         database=args.database, out_dir=args.out, topk=args.topk, device=args.device,
-        batch_size=args.batch_size, precision=args.precision, skip_corrupt=args.skip_corrupt)
+        batch_size=args.batch_size, precision=args.precision, skip_corrupt=args.skip_corrupt,
+        coords=args.coords, utm_zone=args.utm_zone, radius=args.radius)
     for line in result.summary_lines():
         print(line)
     return 0
@@ -224,6 +227,118 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from zoo import index
+
+    common = dict(device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
+                  progress=not args.quiet)
+    if args.index_command == "build":
+        result = index.build_index(args.model, args.out, images=args.images, list_file=args.list, kind=args.kind,
+                                   pretrained=_pretrained_arg(args.pretrained), coords=args.coords,
+                                   utm_zone=args.utm_zone, cache_dir=args.cache_dir, overwrite=args.overwrite,
+                                   precision=args.precision, **common)
+    elif args.index_command == "add":
+        result = index.add_to_index(args.index, images=args.images, list_file=args.list, coords=args.coords,
+                                    pretrained=None if args.pretrained is None else _pretrained_arg(args.pretrained),
+                                    utm_zone=args.utm_zone, cache_dir=args.cache_dir, **common)
+    else:
+        result = index.search_index(args.index, args.queries, args.out, topk=args.topk, rerank_n=args.rerank,
+                                    pretrained=None if args.pretrained is None else _pretrained_arg(args.pretrained),
+                                    nprobe=args.nprobe, ef=args.ef, coords=args.coords, utm_zone=args.utm_zone,
+                                    radius=args.radius, **common)
+    for line in result.summary_lines():
+        print(line)
+    return 0
+
+
+def _add_coords_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--coords", metavar="SOURCE",
+                   help=f"coordinates of {what}: a CSV file with header path,lat,lon (or path,east,north in UTM "
+                        "metres), 'exif' (GPS EXIF tags) or 'names' (@UTM_east@UTM_north@ file names of the VPR "
+                        "benchmarks)")
+    p.add_argument("--utm-zone", metavar="ZONE",
+                   help="UTM zone of UTM coordinates, e.g. 17T: converts them to lat/lon (needs the `utm` package); "
+                        "without it they stay UTM metres and distances are Euclidean")
+
+
+def _add_radius_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--radius", type=float, default=None, metavar="M",
+                   help="consensus radius in metres: the estimate averages, weighted by similarity, the top-k matches "
+                        "within this distance of the best-supported match (default 25, the VPR benchmarks' "
+                        "positive threshold)")
+
+
+def _add_index_parser(sub) -> None:
+    from zoo.index import DEFAULT_RERANK
+
+    p = sub.add_parser(
+        "index", help="city-scale search: build a faiss index of a map's images, add to it, search and localise",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Descriptors of a map's images (cached, resumable) in a faiss index folder, searched with an "
+                    "approximate shortlist re-ranked exactly; with coordinates, each query gets an estimated "
+                    "position.\n\nIVF-PQ parameters follow the map's size n and dimension d: nlist = the power of two "
+                    "nearest 4*sqrt(n) (at most n/39); M = d/8 code bytes (at most 64); OPQ only when d > 8*M or "
+                    "M does not divide d; nbits = 8 (fewer for maps under ~10k images); nprobe = max(16, nlist/64).")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--device", default="cpu", help="where the model runs (default: %(default)s)")
+        q.add_argument("--batch-size", type=int, default=32)
+        q.add_argument("--num-workers", type=int, default=0, help="image decoding processes")
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+        q.set_defaults(func=cmd_index)
+
+    b = isub.add_parser("build", help="embed a map's images and write an index folder",
+                        description="Embed every image with the model's encode_database and write INDEX_DIR: "
+                                    "index.faiss, descriptors.npy (float16, for exact re-ranking), images.txt, "
+                                    "coords.npy (with --coords) and manifest.json. A killed build resumes from "
+                                    "INDEX_DIR/cache.")
+    b.add_argument("--model", required=True, help="NAME or NAME.VARIANT (python -m zoo list)")
+    b.add_argument("--pretrained", default="true", help="weight source: true, false, a path or hf-hub:org/repo[@rev]")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", metavar="DIR", help="folder of map images (searched recursively)")
+    src.add_argument("--list", metavar="FILE", help="text file with one image path per line (relative to the file)")
+    b.add_argument("--out", required=True, metavar="INDEX_DIR")
+    b.add_argument("--kind", default="ivfpq", choices=["flat", "ivfpq", "hnsw"],
+                   help="flat: exact, for maps up to a few 100k images; ivfpq: compressed codes + exact re-ranking "
+                        "(default); hnsw: graph over float32 descriptors")
+    _add_coords_options(b, "the map's images")
+    b.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    b.add_argument("--cache-dir", help="descriptor cache (default: INDEX_DIR/cache)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing index in INDEX_DIR")
+    common(b)
+
+    a = isub.add_parser("add", help="append images to an index (with the model its manifest names)")
+    a.add_argument("--index", required=True, metavar="INDEX_DIR")
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", metavar="DIR")
+    src.add_argument("--list", metavar="FILE")
+    a.add_argument("--pretrained", default=None, help="weight source (default: the one the index was built with)")
+    _add_coords_options(a, "the added images")
+    a.add_argument("--cache-dir", help="descriptor cache (default: INDEX_DIR/cache)")
+    common(a)
+
+    s = isub.add_parser("search", help="search an index with a folder of queries; localise them",
+                        description="Embed the queries with the index's model (refused if model, variant or weights "
+                                    "differ), take an approximate shortlist of --rerank items, re-rank it exactly, and "
+                                    "write OUT/results.csv, results.json and grid.png; when the index has "
+                                    "coordinates also OUT/positions.csv and map.png (top-1 and consensus estimates, "
+                                    "errors in metres for queries whose own coordinates --coords gives).")
+    s.add_argument("--index", required=True, metavar="INDEX_DIR")
+    s.add_argument("--queries", required=True, metavar="DIR", help="folder of query images")
+    s.add_argument("--out", required=True, metavar="OUT", help="output folder")
+    s.add_argument("--topk", type=int, default=5, help="matches per query, also the K of the consensus "
+                                                       "(default: %(default)s)")
+    s.add_argument("--rerank", type=int, default=DEFAULT_RERANK, metavar="N",
+                   help="shortlist size re-ranked exactly (IVF-PQ, HNSW; default: %(default)s)")
+    s.add_argument("--nprobe", type=int, help="IVF-PQ lists visited per query (default: the manifest's)")
+    s.add_argument("--ef", type=int, help="HNSW candidates explored per query (default: the manifest's)")
+    s.add_argument("--pretrained", default=None, help="weight source (default: the one the index was built with)")
+    _add_coords_options(s, "the queries (their true positions, for errors in metres)")
+    _add_radius_option(s)
+    common(s)
 
 
 def _pretrained_arg(value: str) -> bool | str:
@@ -287,7 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave unreadable images out of the search (listed in the output) instead of stopping")
+    _add_coords_options(p, "database and query images (localises each query; errors where its own are known)")
+    _add_radius_option(p)
     p.set_defaults(func=cmd_retrieve)
+
+    _add_index_parser(sub)
 
     # These two parse their own options (python -m zoo train --help).
     sub.add_parser("train", add_help=False, help="train a model from a packaged recipe (same as training/train.py)")

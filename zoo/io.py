@@ -250,10 +250,12 @@ def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
 
     For writers that take a file name (``torch.save``, safetensors, matplotlib). The file gets
     the permissions a plain ``open(path, "w")`` would (``0o666`` less the umask), ``fsync=True``
-    flushes it to disk before the rename, and on any error the temporary file is removed.
+    flushes it to disk before the rename, and on any error the temporary file is removed. The
+    temporary name ends in ``path``'s suffix, so writers that infer the format from it (numpy,
+    matplotlib, faiss) write the right one.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}")
     os.close(fd)
     tmp = Path(tmp_name)
     try:

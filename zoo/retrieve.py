@@ -56,15 +56,19 @@ def _readable(paths: list[Path], extraction: Extraction) -> tuple[list[Path], to
 
 def retrieve_folders(model_name: str, queries: str | Path, database: str | Path, out_dir: str | Path,
                      pretrained: bool | str = True, topk: int = 5, device: str = "cpu", batch_size: int = 8,
-                     precision: str = "fp32", num_workers: int = 0, skip_corrupt: bool = False) -> RetrievalOutput:
+                     precision: str = "fp32", num_workers: int = 0, skip_corrupt: bool = False,
+                     coords: str | None = None, utm_zone: str | None = None, radius: float | None = None
+                     ) -> RetrievalOutput:
     """Embed both folders with ``model_name`` and write ``results.csv``, ``results.json`` and ``grid.png``.
 
     ``out_dir`` is checked first (not a file, writable, outside both input folders, so that a later
     run never reads this run's grid as a database image). With ``skip_corrupt`` unreadable images
     are left out of the search and listed in ``skipped``; without it the first one stops the run.
+    With ``coords`` (a source of :func:`zoo.geo.read_coordinates` covering the database and, for
+    errors in metres, the queries) each query is also localised: ``positions.csv`` and ``map.png``.
 
     Raises the zoo's errors (refused output folder, unreadable weights, missing folder, corrupt
-    image) before writing anything.
+    image, coordinates that do not cover the database) before writing any result.
     """
     import zoo
     from zoo.engine.extract import extract_descriptors
@@ -97,13 +101,18 @@ def retrieve_folders(model_name: str, queries: str | Path, database: str | Path,
     writer = csv.DictWriter(table, fieldnames=["query", "rank", "database", "similarity"])
     writer.writeheader()
     writer.writerows(rows)
+    payload = {"model": model.zoo_config, "topk": rows, "skipped": skipped}
+    files = [csv_path, json_path, grid_path]
+    if coords is not None:
+        from zoo.geo import localise_map
+        payload["localisation"], extra = localise_map(out, query_paths, database_paths, scores.numpy(),
+                                                      indices.numpy(), coords, utm_zone, radius)
+        files += extra
     atomic_write_text(csv_path, table.getvalue())
-    atomic_write_text(json_path, json.dumps({"model": model.zoo_config, "topk": rows, "skipped": skipped},
-                                            indent=2, default=str) + "\n")
+    atomic_write_text(json_path, json.dumps(payload, indent=2, default=str) + "\n")
     view = SimpleNamespace(
         result=ProtocolResult(metrics={}, topk=indices, correct=None),
         dataset=RetrievalSet("retrieve", Path(queries), [ImageRecord(p) for p in query_paths],
                              [ImageRecord(p) for p in database_paths], None, "none"))
     plot_retrieval_grid(view, grid_path, n_queries=min(len(query_paths), 12), k=indices.shape[1])
-    return RetrievalOutput(out, query_paths, database_paths, scores, indices, [csv_path, json_path, grid_path],
-                           skipped)
+    return RetrievalOutput(out, query_paths, database_paths, scores, indices, files, skipped)
