@@ -297,7 +297,7 @@ def _load_model(name: str, pretrained: bool | str) -> tuple[Any, dict[str, Any],
     torch.manual_seed(0)
     model = zoo.create_model(name, pretrained=_pretrained_arg(pretrained))
     cfg = model.zoo_config
-    transforms = zoo.get_transforms(cfg["architecture"], **cfg["variant"])
+    transforms = zoo.model_transforms(model)
     identity = {"name": cfg["architecture"], "variant_tag": cfg["variant_tag"], "variant": cfg["variant"],
                 "pretrained": str(pretrained).lower() if isinstance(pretrained, bool) else str(pretrained),
                 "weights": cfg["weights"], "weights_sha256": weights_hash(model),
