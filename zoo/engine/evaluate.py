@@ -10,7 +10,6 @@ the command line over :func:`evaluate_table`; the table schema is documented in
 
 from __future__ import annotations
 
-import difflib
 import importlib.resources
 import inspect
 import os
@@ -26,6 +25,7 @@ from zoo.data.base import RetrievalSet
 from zoo.errors import DatasetError, InputError, ZooError
 from zoo.io import check_output_dir
 from zoo.metrics.base import ProtocolResult
+from zoo.registry import did_you_mean
 
 __all__ = ["TableRow", "Table", "RowResult", "TableResult", "default_tables_dir", "list_tables",
            "load_table", "select_rows", "evaluate_table", "data_status"]
@@ -109,8 +109,7 @@ def _check_keys(where: str, given: dict, required: Sequence[str], optional: Sequ
     if missing:
         raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
     if unknown:
-        hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, [*required, *optional], n=1)[0]!r}?)"
-                 if difflib.get_close_matches(k, [*required, *optional], n=1) else repr(k) for k in unknown]
+        hints = [f"{k!r}.{did_you_mean(k, [*required, *optional])}".rstrip(".") for k in unknown]
         raise InputError(f"{where}: unknown key(s) {', '.join(hints)}")
 
 
@@ -126,9 +125,7 @@ def load_table(name: str | Path, tables_dir: str | Path | None = None) -> Table:
         path = folder / f"{name}.yaml"
     if not path.is_file():
         known = list_tables(folder)
-        close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"unknown table {str(name)!r}.{hint} Known tables: {', '.join(known) or 'none'} "
+        raise InputError(f"unknown table {str(name)!r}.{did_you_mean(str(name), known)} Known tables: {', '.join(known) or 'none'} "
                          f"(in {folder})")
     try:
         raw = yaml.safe_load(path.read_text())
@@ -188,9 +185,8 @@ def select_rows(table: Table, rows: Sequence[str] | None = None, model: str | No
             match = [r for r in table.rows if r.label == sel]
             if not match:
                 labels = [r.label for r in table.rows]
-                close = difflib.get_close_matches(sel, labels, n=3, cutoff=0.4)
                 raise InputError(f"--rows: table {table.name} has no row {sel!r} (rows are numbered 0-"
-                                 f"{len(labels) - 1})" + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
+                                 f"{len(labels) - 1}).{did_you_mean(sel, labels, 0.4)}")
             picked.extend(match)
         chosen = [r for r in table.rows if any(r is p for p in picked)]
     if model:
@@ -217,6 +213,98 @@ def _call_protocol(protocol, query_desc, db_desc, dataset, options: dict, device
     return protocol(query_desc, db_desc, dataset, **options, **extra)
 
 
+def check_rows(table: Table, selected: Sequence[TableRow], data_root: Path) -> None:
+    """Fail on a missing data folder or a misspelt model, data set or protocol before extracting anything."""
+    from zoo.data.base import eval_dataset_names
+    from zoo.metrics.base import get_protocol
+    from zoo.models import get_model_info
+
+    if not data_root.is_dir():
+        raise DatasetError(f"--data-root {data_root}: no such folder")
+    missing = sorted({str(data_root / r.data_subdir) for r in selected if not (data_root / r.data_subdir).is_dir()})
+    if missing:
+        raise DatasetError(f"table {table.name}: data folder(s) not found: {', '.join(missing)}. "
+                           "Put the data sets there, or pick rows whose data is present with --rows "
+                           "(python -m zoo eval --list --data-root ... shows which).")
+    known_sets = eval_dataset_names()
+    for r in selected:
+        get_model_info(r.model)
+        get_protocol(r.protocol)
+        if r.dataset not in known_sets:
+            raise DatasetError(f"row {r.label!r}: unknown eval data set {r.dataset!r}."
+                               f"{did_you_mean(r.dataset, known_sets)} Known: {', '.join(known_sets)}")
+
+
+@dataclass
+class _Run:
+    """What every row of one evaluation shares: where, how to extract, where outputs and cache go."""
+
+    data_root: Path
+    device: torch.device
+    out: Path
+    cache_root: Path | None
+    extract: dict[str, Any]
+
+
+class ModelCache:
+    """The model of the current row, rebuilt only when the next row needs another one."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self.net: torch.nn.Module | None = None
+        self.weights_hash = ""
+
+    def get(self, row: TableRow, source: bool | str) -> tuple[torch.nn.Module, str]:
+        import zoo
+        from zoo.engine.extract import weights_hash
+
+        key = (row.model, repr(source), repr(sorted(row.model_args.items())))
+        if key != self._key:
+            torch.manual_seed(0)  # random-initialised rows are reproducible (and equal on every torchrun rank)
+            self.net = zoo.create_model(row.model, pretrained=source, **row.model_args)
+            self._key, self.weights_hash = key, weights_hash(self.net)
+        assert self.net is not None
+        return self.net, self.weights_hash
+
+
+def extract_sides(run: _Run, row: TableRow, net: torch.nn.Module, w_hash: str, dataset: RetrievalSet) -> dict:
+    """Query and database descriptors of one row, with the transforms of the model actually built
+    (converted weights carry their own preprocessing), through the descriptor cache."""
+    import zoo
+    from zoo.engine.extract import DescriptorCache, extract_descriptors, records_fingerprint, transform_id
+
+    q_tf, d_tf = zoo.model_transforms(net)
+    sides = {}
+    for side, records, tf in (("query", dataset.queries, q_tf), ("database", dataset.database, d_tf)):
+        cache = None
+        if run.cache_root is not None:
+            cache = DescriptorCache(run.cache_root, {
+                "model": row.model, "model_args": row.model_args, "weights": w_hash,
+                "transform": transform_id(tf), "images": records_fingerprint(records), "side": side,
+                "precision": run.extract["precision"], "device": run.device.type})
+        sides[side] = extract_descriptors(net, records, tf, side=side, device=run.device, cache=cache,
+                                          desc=f"{row.label}: {side}", **run.extract)
+    return sides
+
+
+def score_row(run: _Run, row: TableRow, dataset: RetrievalSet, sides: dict, source: bool | str,
+              weights: str) -> RowResult:
+    """Run the row's protocol on its descriptors."""
+    from zoo.metrics.base import get_protocol
+
+    start = time.perf_counter()
+    result = _call_protocol(get_protocol(row.protocol), sides["query"].descriptors, sides["database"].descriptors,
+                            dataset, dict(row.protocol_args), run.device, run.out,
+                            [i for i, _ in sides["query"].skipped])
+    return RowResult(
+        row=row, metrics=dict(result.metrics), result=result, dataset=dataset, pretrained=source, weights=weights,
+        skipped={s: e.skipped for s, e in sides.items()},
+        extraction={s: {"cached_images": e.cached_images, "computed_images": e.computed_images,
+                        "seconds": round(e.seconds, 3), "dim": int(e.descriptors.shape[1])}
+                    for s, e in sides.items()},
+        search_seconds=time.perf_counter() - start)
+
+
 def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[str] | None = None,
                    model: str | None = None, pretrained: bool | str | None = None,
                    device: str | None = None, batch_size: int = 32, num_workers: int = 4,
@@ -233,7 +321,7 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
         pretrained: overrides every selected row's ``pretrained`` (e.g. a converted weights folder).
         device: ``cpu`` or ``cuda`` (default: CUDA when available). Under torchrun each process
             takes ``cuda:LOCAL_RANK`` and extracts its share of the images.
-        batch_size, num_workers, precision, skip_corrupt, shard_size: see
+        batch_size, num_workers, precision, skip_corrupt, shard_size, progress: see
             :func:`zoo.engine.extract.extract_descriptors`.
         out_dir: report folder (default ``outputs/eval/<table>``).
         cache_dir: descriptor cache (default ``<out_dir>/cache``); ``use_cache=False`` disables it.
@@ -241,67 +329,28 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
     Returns:
         The :class:`TableResult` on rank 0, None on other ranks.
     """
-    import zoo
     from zoo.data.base import build_eval_dataset
     from zoo.distributed import init_distributed
-    from zoo.engine.extract import (
-        DescriptorCache,
-        autocast_dtype,
-        extract_descriptors,
-        records_fingerprint,
-        transform_id,
-        weights_hash,
-    )
-    from zoo.metrics.base import get_protocol
+    from zoo.engine.extract import autocast_dtype
 
     if not isinstance(table, Table):
         table = load_table(table, tables_dir)
     selected = select_rows(table, rows, model)
-    data_root = Path(data_root).expanduser()
-    if not data_root.is_dir():
-        raise DatasetError(f"--data-root {data_root}: no such folder")
-    missing = sorted({str(data_root / r.data_subdir) for r in selected if not (data_root / r.data_subdir).is_dir()})
-    if missing:
-        raise DatasetError(f"table {table.name}: data folder(s) not found: {', '.join(missing)}. "
-                           "Put the data sets there, or pick rows whose data is present with --rows "
-                           "(python eval/reproduce.py --list --data-root ... shows which).")
-    # Fail on a misspelt model, data set or protocol before extracting anything.
-    from zoo.data.base import eval_dataset_names
-    from zoo.models import get_model_info
-    known_sets = eval_dataset_names()
-    for r in selected:
-        get_model_info(r.model)
-        get_protocol(r.protocol)
-        if r.dataset not in known_sets:
-            close = difflib.get_close_matches(r.dataset, known_sets, n=3)
-            raise DatasetError(f"row {r.label!r}: unknown eval data set {r.dataset!r}"
-                               + (f"; did you mean {', '.join(close)}?" if close else "")
-                               + f" Known: {', '.join(known_sets)}")
+    check_rows(table, selected, Path(data_root).expanduser())
     dist_info = init_distributed(device)
-    dev = dist_info.device
-    autocast_dtype(precision, dev)  # fail on a bad precision before loading anything
+    autocast_dtype(precision, dist_info.device)  # fail on a bad precision before loading anything
     out = Path(out_dir) if out_dir else Path("outputs") / "eval" / table.name
-    cache_root = Path(cache_dir) if cache_dir else out / "cache"
+    run = _Run(Path(data_root).expanduser(), dist_info.device, out,
+               (Path(cache_dir) if cache_dir else out / "cache") if use_cache else None,
+               dict(batch_size=batch_size, num_workers=num_workers, precision=precision, shard_size=shard_size,
+                    skip_corrupt=skip_corrupt, progress=progress))
     # Before any image is embedded: outputs are writable and never inside a data set folder.
-    data_folders = {f"the data folder of row {r.label!r}": data_root / r.data_subdir for r in selected}
+    data_folders = {f"the data folder of row {r.label!r}": run.data_root / r.data_subdir for r in selected}
     if write:
         check_output_dir(out, data_folders)
-    if use_cache:
-        check_output_dir(cache_root, data_folders, what="--cache-dir")
+    if run.cache_root is not None:
+        check_output_dir(run.cache_root, data_folders, what="--cache-dir")
     is_main = dist_info.rank == 0
-
-    def score(row: TableRow, dataset: RetrievalSet, sides: dict, source: bool | str, weights: str) -> RowResult:
-        start = time.perf_counter()
-        result = _call_protocol(get_protocol(row.protocol), sides["query"].descriptors,
-                                sides["database"].descriptors, dataset, dict(row.protocol_args), dev, out,
-                                [i for i, _ in sides["query"].skipped])
-        return RowResult(
-            row=row, metrics=dict(result.metrics), result=result, dataset=dataset, pretrained=source, weights=weights,
-            skipped={s: e.skipped for s, e in sides.items()},
-            extraction={s: {"cached_images": e.cached_images, "computed_images": e.computed_images,
-                            "seconds": round(e.seconds, 3), "dim": int(e.descriptors.shape[1])}
-                        for s, e in sides.items()},
-            search_seconds=time.perf_counter() - start)
 
     # One process scores each row right after extracting it (only one row's descriptors in memory).
     # Under torchrun every row is extracted first: otherwise the other ranks would wait in the next
@@ -309,44 +358,26 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
     deferred = dist_info.world_size > 1
     results: list[RowResult] = []
     pending: list[tuple] = []
-    built: tuple[tuple, torch.nn.Module, str] | None = None
+    models = ModelCache()
     for row in selected:
         source = row.pretrained if pretrained is None else pretrained
-        key = (row.model, repr(source), repr(sorted(row.model_args.items())))
-        if built is None or built[0] != key:
-            # Random-initialised rows are reproducible (and equal on every torchrun rank).
-            torch.manual_seed(0)
-            net = zoo.create_model(row.model, pretrained=source, **row.model_args)
-            built = (key, net, weights_hash(net))
-        _, net, w_hash = built
-        dataset = build_eval_dataset(row.dataset, data_root / row.data_subdir, **row.dataset_args)
-        # The transforms of the variant actually built (converted weights carry their own, e.g. input sizes).
-        q_tf, d_tf = zoo.model_transforms(net)
-        sides = {}
-        for side, records, tf in (("query", dataset.queries, q_tf), ("database", dataset.database, d_tf)):
-            cache = None
-            if use_cache:
-                cache = DescriptorCache(cache_root, {
-                    "model": row.model, "model_args": row.model_args, "weights": w_hash,
-                    "transform": transform_id(tf), "images": records_fingerprint(records), "side": side,
-                    "precision": precision, "device": dev.type})
-            sides[side] = extract_descriptors(
-                net, records, tf, side=side, batch_size=batch_size, num_workers=num_workers, device=dev,
-                precision=precision, cache=cache, shard_size=shard_size, skip_corrupt=skip_corrupt,
-                progress=progress, desc=f"{row.label}: {side}")
+        net, w_hash = models.get(row, source)
+        dataset = build_eval_dataset(row.dataset, run.data_root / row.data_subdir, **row.dataset_args)
+        sides = extract_sides(run, row, net, w_hash, dataset)
         if not is_main:
             continue
         item = (row, dataset, sides, source, getattr(net, "zoo_config", {}).get("weights", str(source)))
         if deferred:
             pending.append(item)
         else:
-            results.append(score(*item))
-    results += [score(*item) for item in pending]
+            results.append(score_row(run, *item))
+    results += [score_row(run, *item) for item in pending]
     if not is_main:
         return None
-    settings = {"data_root": str(data_root), "device": str(dev), "precision": precision, "batch_size": batch_size,
-                "world_size": dist_info.world_size, "pretrained_override": pretrained, "out_dir": str(out),
-                "cache_dir": str(cache_root) if use_cache else None, "skip_corrupt": skip_corrupt}
+    settings = {"data_root": str(run.data_root), "device": str(run.device), "precision": precision,
+                "batch_size": batch_size, "world_size": dist_info.world_size, "pretrained_override": pretrained,
+                "out_dir": str(out), "cache_dir": str(run.cache_root) if use_cache else None,
+                "skip_corrupt": skip_corrupt}
     table_result = TableResult(table=table, rows=results, settings=settings)
     if write:
         from zoo.engine.report import write_report

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import importlib.resources
 import os
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import yaml
 
 from zoo.engine.schedules import OPTIMIZERS, REQUIRED, SCHEDULER_COMMON, SCHEDULER_PARAMS
 from zoo.errors import InputError
+from zoo.registry import did_you_mean
 from zoo.settings import SettingsError, as_dict, check, field_type, parse, setting, takes_str
 
 #: environment variable naming another recipes folder (the CLI's ``--recipes-dir`` wins over it)
@@ -182,8 +182,7 @@ def load_recipe(name: str, recipes_dir: Path | None = None) -> tuple[dict[str, A
     else:
         recipes = available(folder)
     if name not in recipes:
-        close = difflib.get_close_matches(name, list(recipes), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(name, recipes)
         known = ", ".join(recipes) or f"none: {folder} holds no *.yaml"
         raise RecipeError(f"unknown recipe {name!r}.{hint} Known recipes: {known}")
     try:
