@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import time
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import torch
@@ -51,3 +53,11 @@ def seconds_per_call(fn: Callable[[], T], iters: int, warmup: int, device: torch
         out = fn()
     synchronize(device)
     return (time.perf_counter() - start) / iters, out
+
+
+def report(result: T, line: str, json_path: str | Path | None) -> T:
+    """Print the benchmark's one-line summary and, when asked, write its result as JSON."""
+    print(line)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result

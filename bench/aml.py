@@ -17,7 +17,6 @@ the original (images differ in size).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 import zoo  # noqa: E402
-from bench._timing import DTYPES, autocast, check_precision, seconds_per_call  # noqa: E402
+from bench._timing import DTYPES, autocast, check_precision, report, seconds_per_call  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,12 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
               "multiscale": args.multiscale, "channels_last": args.channels_last,
               "student_images_per_s": round(student, 3), "teacher_images_per_s": round(teacher, 3),
               "student_over_teacher": round(student / teacher, 2)}
-    print(f"{args.student} (query) {student:.2f} img/s | {args.teacher} (database) {teacher:.2f} img/s | "
+    return report(result, f"{args.student} (query) {student:.2f} img/s | {args.teacher} (database) {teacher:.2f} img/s | "
           f"student/teacher x{student / teacher:.2f}  [{device}, {args.precision}, {w}x{h}, batch {args.batch_size}"
-          f"{', multi-scale' if args.multiscale else ''}]")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+          f"{', multi-scale' if args.multiscale else ''}]", args.json)
 
 
 if __name__ == "__main__":

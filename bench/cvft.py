@@ -15,7 +15,6 @@ Weights are random (pretrained=False): speed does not depend on them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 import zoo  # noqa: E402
-from bench._timing import DTYPES, autocast, check_precision, seconds_per_call  # noqa: E402
+from bench._timing import DTYPES, autocast, check_precision, report, seconds_per_call  # noqa: E402
 
 
 def run_pairs(model: torch.nn.Module, ground: torch.Tensor, aerial: torch.Tensor, iters: int, warmup: int,
@@ -68,11 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"device": str(device), "batch_size": args.batch_size, "setting": setting,
               "fp32_pairs_per_s": round(base_rate, 3), "pairs_per_s": round(rate, 3),
               "speedup_vs_fp32": round(rate / base_rate, 2), "max_abs_diff_vs_fp32": diff}
-    print(f"cvft_vgg [{device}, batch {args.batch_size}] fp32: {base_rate:.2f} pairs/s | {setting}: {rate:.2f} pairs/s "
-          f"(x{rate / base_rate:.2f}) | descriptors max abs diff vs fp32 {diff:.2e}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return report(result, f"cvft_vgg [{device}, batch {args.batch_size}] fp32: {base_rate:.2f} pairs/s | {setting}: {rate:.2f} pairs/s "
+          f"(x{rate / base_rate:.2f}) | descriptors max abs diff vs fp32 {diff:.2e}", args.json)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Weights are random (pretrained=False): speed does not depend on them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 import zoo  # noqa: E402
-from bench._timing import DTYPES, autocast, check_precision, seconds_per_call  # noqa: E402
+from bench._timing import DTYPES, autocast, check_precision, report, seconds_per_call  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -60,12 +59,9 @@ def main(argv: list[str] | None = None) -> dict:
               "fp32_images_per_s": round(base, 3), "precision": args.precision, "channels_last": args.channels_last,
               "images_per_s": round(fast, 3), "speedup_over_fp32": round(fast / base, 2),
               "max_abs_descriptor_diff_vs_fp32": diff}
-    print(f"dycl_resnet {args.size}px batch {args.batch_size} on {device}: fp32 {base:.2f} img/s | "
+    return report(result, f"dycl_resnet {args.size}px batch {args.batch_size} on {device}: fp32 {base:.2f} img/s | "
           f"{args.precision}{' channels_last' if args.channels_last else ''} {fast:.2f} img/s "
-          f"(x{fast / base:.2f}); max |descriptor diff| {diff:.2e}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+          f"(x{fast / base:.2f}); max |descriptor diff| {diff:.2e}", args.json)
 
 
 if __name__ == "__main__":
