@@ -20,6 +20,8 @@ RANKS = {
     "zoo.data": 2, "zoo.metrics": 2, "zoo.task": 2, "zoo.settings": 0,
     # descriptor extraction knows no method and sits below the models: training tasks embed with it too
     "zoo.engine.extract": 2,
+    # the hardware's precision choice knows only torch: extraction at any level uses it
+    "zoo.engine.precision": 1,
     "zoo.models": 3,
     "zoo": 4, "zoo.hub": 4, "zoo.export": 4, "zoo.variants": 4,
     "zoo.engine": 5, "zoo.retrieve": 5, "zoo.index": 5, "zoo.geo": 5, "zoo.onnx": 5,

@@ -17,6 +17,7 @@ EPILOG = """examples:
   python -m zoo convert dinov2_salad --checkpoint dino_salad.ckpt --out weights/salad
   python -m zoo convert cvft_vgg --checkpoint Model/CVUSA/model.ckpt --out weights/cvft
   python -m zoo export dinov2_salad --pretrained weights/salad --out release/salad
+  python -m zoo export dinov2_salad --format onnx --quantize int8 --out release/salad-onnx
   python -m zoo push release/salad --repo my-org/dinov2-salad
   python -m zoo retrieve --model dinov2_salad --database photos/db --queries photos/q --out results
   python -m zoo index build --model dinov2_salad --images map/ --coords exif --out map.index
@@ -163,11 +164,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     import zoo
+    from zoo.errors import InputError
     from zoo.export import export_pretrained
     from zoo.io import check_output_dir
 
+    if args.format != "onnx" and (args.opset is not None or args.quantize or args.image_size):
+        raise InputError("--opset, --quantize and --image-size apply to --format onnx only")
+    if args.image_size is not None and not 1 <= len(args.image_size) <= 2:
+        raise InputError(f"--image-size takes H or H W, got {len(args.image_size)} numbers")
     check_output_dir(args.out)
     model = zoo.create_model(args.name, pretrained=_pretrained_arg(args.pretrained))
+    if args.format == "onnx":
+        from zoo.onnx import DEFAULT_OPSET, export_onnx
+
+        size = None if args.image_size is None else (args.image_size * 2)[:2]  # H alone means H x H
+        result = export_onnx(model, args.out, opset=args.opset or DEFAULT_OPSET, quantize=args.quantize,
+                             image_size=size)
+        for line in result.summary_lines():
+            print(line)
+        return 0
     out = export_pretrained(model, args.out)
     print(f"exported {args.name} to {out} (model.safetensors, config.json, README.md)")
     return 0
@@ -370,10 +385,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="converter-specific option (repeatable), e.g. --option teacher_checkpoint=t.pth")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("export", help="write a model (any weight source) in the zoo's format with a model card")
-    p.add_argument("name")
+    p = sub.add_parser("export", help="write a model (any weight source) as safetensors or ONNX, with a model card",
+                       description="--format safetensors (default) writes OUT/model.safetensors + config.json, "
+                                   "loadable with zoo.create_model(NAME, pretrained=OUT). --format onnx writes "
+                                   "OUT/query.onnx and OUT/database.onnx (one OUT/model.onnx when both encoders are "
+                                   "the same), dynamic batch and, where the model allows it, dynamic image size; "
+                                   "config.json records opset, input sizes and preprocessing. Every graph is run "
+                                   "with onnxruntime and compared with PyTorch before the export succeeds.")
+    p.add_argument("name", help="model name, optionally NAME.VARIANT (python -m zoo list)")
     p.add_argument("--pretrained", default="true", help="weight source: true, false, a path or hf-hub:org/repo[@rev]")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors",
+                   help="output format (default: %(default)s)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, >= 18 (default: 18)")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="also write onnxruntime dynamically quantized graphs (*.int8.onnx) beside the fp32 ones")
+    p.add_argument("--image-size", type=int, nargs="+", metavar="PX",
+                   help="H [W] of the example traced and checked (default: what the model's transform makes of "
+                        "a 640x480 image; fixed-size models always use their own)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("push", help="upload an exported folder's model.safetensors, config.json and README.md to the Hub",
@@ -399,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=_positive_int, default=5, help="matches per query (default: %(default)s)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast precision; auto: bf16 on CPUs with native bf16 (avx512_bf16/AMX) and on CUDA "
+                        "where supported, fp16 on other GPUs, fp32 on other CPUs (default: %(default)s)")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave unreadable images out of the search (listed in the output) instead of stopping")
     _add_coords_options(p, "database and query images (localises each query; errors where its own are known)")

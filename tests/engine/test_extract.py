@@ -42,7 +42,7 @@ def _direct(model, records, side):
 def test_equals_direct_forward(data, model, side):
     records = _records(data, "queries" if side == "query" else "database")
     ex = extract_descriptors(model, records, plugin.tiny_transforms()[0], side=side, batch_size=4, shard_size=5,
-                             progress=False)
+                             precision="fp32", progress=False)
     torch.testing.assert_close(ex.descriptors, _direct(model, records, side), atol=1e-6, rtol=1e-5)
     assert ex.computed_images == len(records) and ex.cached_images == 0 and ex.skipped == []
     other = "database" if side == "query" else "query"
@@ -103,7 +103,7 @@ def test_corrupt_image_named_or_skipped(tmp_path, model):
     records = _records(root)
     with pytest.raises(InputError, match=r"db_002\.png.*--skip-corrupt"):
         extract_descriptors(model, records, plugin.tiny_transforms()[0], batch_size=4, progress=False)
-    ex = extract_descriptors(model, records, plugin.tiny_transforms()[0], batch_size=4, progress=False,
+    ex = extract_descriptors(model, records, plugin.tiny_transforms()[0], batch_size=4, progress=False, precision="fp32",
                              skip_corrupt=True, num_workers=1)
     assert [i for i, _ in ex.skipped] == [2] and "db_002.png" in ex.skipped[0][1]
     assert torch.equal(ex.descriptors[2], torch.zeros(8))
@@ -124,7 +124,7 @@ def test_precision_and_arguments(data, model):
         extract_descriptors(model, records, plugin.tiny_transforms()[0], precision="fp16", progress=False)
     with pytest.raises(InputError, match="side"):
         extract_descriptors(model, records, plugin.tiny_transforms()[0], side="both", progress=False)
-    fp32 = extract_descriptors(model, records, plugin.tiny_transforms()[0], progress=False).descriptors
+    fp32 = extract_descriptors(model, records, plugin.tiny_transforms()[0], precision="fp32", progress=False).descriptors
     bf16 = extract_descriptors(model, records, plugin.tiny_transforms()[0], precision="bf16", progress=False)
     assert bf16.descriptors.dtype == torch.float32
     assert (bf16.descriptors - fp32).abs().max() < 5e-2
@@ -137,7 +137,7 @@ def test_boxes_and_mixed_sizes(data, model, tmp_path):
     records = [ImageRecord(src, box=(4, 2, 20, 30)), ImageRecord(tmp_path / "crop.png"), ImageRecord(tmp_path / "wide.png")]
     from torchvision import transforms as T
     keep_aspect = T.Compose([T.Resize(16), T.ToTensor()])  # 16x28 crop, 16x26 wide: shapes differ
-    ex = extract_descriptors(model, records, keep_aspect, batch_size=3, progress=False)
+    ex = extract_descriptors(model, records, keep_aspect, batch_size=3, progress=False, precision="fp32")
     torch.testing.assert_close(ex.descriptors[0], ex.descriptors[1])
     with torch.no_grad():
         wide = model.encode_database(keep_aspect(Image.open(tmp_path / "wide.png").convert("RGB"))[None])[0]

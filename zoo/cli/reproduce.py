@@ -17,6 +17,7 @@ EPILOG = """examples:
   python -m zoo eval --table salad --data-root /data --device cuda --precision bf16
   python -m zoo eval --table cvusa --data-root /data --pretrained weights/cvft --rows 0
   torchrun --nproc_per_node 4 -m zoo eval --table cvact --data-root /data --device cuda
+  python -m zoo eval --table salad --data-root /data --backend onnxruntime --onnx release/salad-onnx
 
 Descriptors are cached under OUT/cache (--cache-dir) keyed by model, weights, transform, images and
 precision: an interrupted run resumes where it stopped and gives the same numbers.
@@ -37,8 +38,14 @@ def build_parser(prog: str = "python -m zoo eval") -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
     p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers (default: %(default)s)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
-                   help="autocast precision; fp16 needs CUDA, bf16 also runs on CPU (default: %(default)s)")
+    p.add_argument("--precision", choices=["fp32", "auto", "fp16", "bf16"], default="fp32",
+                   help="autocast precision; fp16 needs CUDA, bf16 also runs on CPU; auto: bf16 on CPUs with native "
+                        "bf16 (avx512_bf16/AMX) and on CUDA where supported, fp16 on other GPUs, fp32 on other CPUs. "
+                        "Default fp32: reproduced numbers must not depend on the machine (default: %(default)s)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "onnxruntime-int8"], default="torch",
+                   help="run the PyTorch model, or onnxruntime on the graphs in --onnx (fp32, or the int8 ones "
+                        "written by export --quantize int8) (default: %(default)s)")
+    p.add_argument("--onnx", metavar="DIR", help="folder written by `python -m zoo export NAME --format onnx`")
     p.add_argument("--out", help="report folder (default: outputs/eval/TABLE)")
     p.add_argument("--cache-dir", help="descriptor cache (default: OUT/cache)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached descriptors")
@@ -109,7 +116,8 @@ def _evaluate(args: argparse.Namespace, prog: str) -> int:
                    pretrained=_pretrained(args.pretrained), device=args.device, batch_size=args.batch_size,
                    num_workers=args.num_workers, precision=args.precision, out_dir=args.out,
                    cache_dir=args.cache_dir, use_cache=not args.no_cache, skip_corrupt=args.skip_corrupt,
-                   shard_size=args.shard_size, progress=not args.no_progress, tables_dir=args.tables_dir)
+                   shard_size=args.shard_size, progress=not args.no_progress, tables_dir=args.tables_dir,
+                   backend=args.backend, onnx=args.onnx)
     return 0
 
 

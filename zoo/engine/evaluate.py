@@ -247,9 +247,11 @@ class _Run:
 
 
 class ModelCache:
-    """The model of the current row, rebuilt only when the next row needs another one."""
+    """The model of the current row, rebuilt only when the next row needs another one: a zoo model
+    (``backend="torch"``) or onnxruntime running the graphs exported to the folder ``onnx``."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str = "torch", onnx: str | Path | None = None) -> None:
+        self.backend, self.onnx = backend, onnx
         self._key: tuple | None = None
         self.net: torch.nn.Module | None = None
         self.weights_hash = ""
@@ -261,7 +263,12 @@ class ModelCache:
         key = (row.model, repr(source), repr(sorted(row.model_args.items())))
         if key != self._key:
             torch.manual_seed(0)  # random-initialised rows are reproducible (and equal on every torchrun rank)
-            self.net = zoo.create_model(row.model, pretrained=source, **row.model_args)
+            if self.backend == "torch":
+                self.net = zoo.create_model(row.model, pretrained=source, **row.model_args)
+            else:
+                from zoo.onnx import load_onnx_model
+                self.net = load_onnx_model(self.onnx, row.model, row.model_args,
+                                           quantized=self.backend == "onnxruntime-int8")
             self._key, self.weights_hash = key, weights_hash(self.net)
         assert self.net is not None
         return self.net, self.weights_hash
@@ -311,7 +318,8 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
                    precision: str = "fp32", out_dir: str | Path | None = None,
                    cache_dir: str | Path | None = None, use_cache: bool = True, skip_corrupt: bool = False,
                    shard_size: int = 1024, progress: bool = True, write: bool = True,
-                   tables_dir: str | Path | None = None) -> TableResult | None:
+                   tables_dir: str | Path | None = None, backend: str = "torch",
+                   onnx: str | Path | None = None) -> TableResult | None:
     """Evaluate the selected rows of a table; write the report (rank 0) when ``write``.
 
     Args:
@@ -325,6 +333,8 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
             :func:`zoo.engine.extract.extract_descriptors`.
         out_dir: report folder (default ``outputs/eval/<table>``).
         cache_dir: descriptor cache (default ``<out_dir>/cache``); ``use_cache=False`` disables it.
+        backend, onnx: ``torch``, or ``onnxruntime`` / ``onnxruntime-int8`` running the graphs
+            exported to the folder ``onnx`` (:class:`zoo.onnx.OnnxModel`, float32 whatever ``precision``).
 
     Returns:
         The :class:`TableResult` on rank 0, None on other ranks.
@@ -332,12 +342,17 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
     from zoo.data.base import build_eval_dataset
     from zoo.distributed import init_distributed
     from zoo.engine.extract import autocast_dtype
+    from zoo.engine.precision import resolve_precision
+    from zoo.onnx import check_backend
 
     if not isinstance(table, Table):
         table = load_table(table, tables_dir)
     selected = select_rows(table, rows, model)
     check_rows(table, selected, Path(data_root).expanduser())
     dist_info = init_distributed(device)
+    check_backend(backend, onnx)
+    # 'auto' is resolved here so that cache keys and the report name what ran.
+    precision = "fp32" if backend != "torch" else resolve_precision(precision, dist_info.device, announce=progress)
     autocast_dtype(precision, dist_info.device)  # fail on a bad precision before loading anything
     out = Path(out_dir) if out_dir else Path("outputs") / "eval" / table.name
     run = _Run(Path(data_root).expanduser(), dist_info.device, out,
@@ -358,7 +373,7 @@ def evaluate_table(table: Table | str, data_root: str | Path, *, rows: Sequence[
     deferred = dist_info.world_size > 1
     results: list[RowResult] = []
     pending: list[tuple] = []
-    models = ModelCache()
+    models = ModelCache(backend, onnx)
     for row in selected:
         source = row.pretrained if pretrained is None else pretrained
         net, w_hash = models.get(row, source)

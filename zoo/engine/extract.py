@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.base import ImageRecord
+from zoo.engine.precision import resolve_precision
 from zoo.errors import DatasetError, InputError
 from zoo.io import atomic_path, atomic_write_text
 from zoo.search import check_finite
@@ -52,9 +53,9 @@ CACHE_FORMAT = 1
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``--precision`` (None for fp32); fp16 is refused on CPU."""
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    """The autocast dtype of ``--precision`` (None for fp32); fp16 is refused on CPU; ``auto`` is
+    the hardware's choice (:func:`zoo.engine.precision.resolve_precision`)."""
+    precision = resolve_precision(precision, device)
     if precision == "fp16" and device.type != "cuda":
         raise InputError("--precision fp16 needs a CUDA device; on CPU use bf16 or fp32")
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
@@ -318,7 +319,7 @@ def _gather(plan: ShardPlan, rank: int, world: int, all_ranks: bool
 @torch.no_grad()
 def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transform: Callable, *,
                         side: str = "database", encode: Callable | None = None, batch_size: int = 32,
-                        num_workers: int = 0, device: str | torch.device = "cpu", precision: str = "fp32",
+                        num_workers: int = 0, device: str | torch.device = "cpu", precision: str = "auto",
                         channels_last: bool | None = None, cache: DescriptorCache | None = None,
                         shard_size: int = 1024, skip_corrupt: bool = False, progress: bool = True,
                         desc: str | None = None, all_ranks: bool = False) -> Extraction | None:
@@ -334,7 +335,9 @@ def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transf
         batch_size: images per forward pass (1: one image at a time, as cirtorch extracts).
         num_workers: DataLoader worker processes for decoding and transforms.
         device: where the model runs.
-        precision: ``fp32``, ``bf16`` (CPU or CUDA autocast) or ``fp16`` (CUDA autocast only).
+        precision: ``fp32``, ``bf16`` (CPU or CUDA autocast), ``fp16`` (CUDA autocast only) or
+            ``auto``: bf16 on CPUs with native bf16 and on CUDA where supported, else fp16 on CUDA
+            and fp32 on CPU (:mod:`zoo.engine.precision`; the choice is logged).
         channels_last: memory format for the input; None = on CUDA for CNNs (see :func:`_is_cnn`).
         cache: where to keep and find shards; None computes everything in memory.
         shard_size: images per cached shard (and per process under torchrun).
@@ -350,7 +353,7 @@ def extract_descriptors(model: nn.Module, records: Sequence[ImageRecord], transf
     if batch_size < 1 or shard_size < 1:
         raise InputError(f"batch_size and shard_size must be positive, got {batch_size} and {shard_size}")
     device = torch.device(device)
-    amp = autocast_dtype(precision, device)
+    amp = autocast_dtype(resolve_precision(precision, device, announce=progress), device)
     if channels_last is None:
         channels_last = device.type == "cuda" and _is_cnn(model)
     model = model.eval().to(device)

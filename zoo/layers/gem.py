@@ -9,7 +9,9 @@ from torch import nn
 
 def gem(x: torch.Tensor, p: torch.Tensor | float = 3.0, eps: float = 1e-6) -> torch.Tensor:
     """``(B, C, H, W) -> (B, C, 1, 1)``: ``mean(clamp(x, eps) ** p) ** (1/p)``."""
-    return F.avg_pool2d(x.clamp(min=eps).pow(p), (x.size(-2), x.size(-1))).pow(1.0 / p)
+    # A global average pool, not avg_pool2d with the map's size as kernel: the kernel would be a
+    # constant in an exported (ONNX) graph and tie it to one input size.
+    return F.adaptive_avg_pool2d(x.clamp(min=eps).pow(p), 1).pow(1.0 / p)
 
 
 class GeM(nn.Module):

@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from zoo.layers.onnx_compat import bicubic_resize_onnx
+
 
 def resample_pos_embed_dinov2(pos_embed: torch.Tensor, grid_size: tuple[int, int], num_prefix_tokens: int = 1,
                               offset: float = 0.1, antialias: bool = False) -> torch.Tensor:
@@ -38,7 +40,8 @@ def resample_pos_embed_dinov2(pos_embed: torch.Tensor, grid_size: tuple[int, int
     side = math.isqrt(num_grid)
     if side * side != num_grid:
         raise ValueError(f"position embedding grid of {num_grid} entries is not square")
-    if (h, w) == (side, side):
+    exporting = torch.onnx.is_in_onnx_export()  # h, w are symbolic: no Python branch on them
+    if not exporting and (h, w) == (side, side):
         # DINOv2 returns the table itself at its native size; resampling with the offset scale
         # factor would not be the identity.
         return pos_embed
@@ -49,8 +52,11 @@ def resample_pos_embed_dinov2(pos_embed: torch.Tensor, grid_size: tuple[int, int
         size_kwargs = {"scale_factor": ((h + offset) / side, (w + offset) / side)}
     else:
         size_kwargs = {"size": (h, w)}
-    grid = F.interpolate(grid, mode="bicubic", antialias=antialias, **size_kwargs)
-    if grid.shape[-2:] != (h, w):
+    if exporting:
+        grid = bicubic_resize_onnx(grid, (h, w), offset, antialias, keep_size=(side, side))
+    else:
+        grid = F.interpolate(grid, mode="bicubic", antialias=antialias, **size_kwargs)
+    if not exporting and grid.shape[-2:] != (h, w):
         raise RuntimeError(f"resampled position grid is {tuple(grid.shape[-2:])}, expected {(h, w)}")
     grid = grid.permute(0, 2, 3, 1).reshape(1, h * w, dim)
     return torch.cat((prefix.float(), grid), dim=1).to(pos_embed.dtype)

@@ -67,7 +67,7 @@ def extract(net: nn.Module, paths: list[Path], transform: Any, device: torch.dev
     """``(N, D)`` single-scale descriptors, one image at a time as cirtorch's ``extract_vectors``
     (through the shared extraction, sharded over the ranks of a torchrun job, on every rank)."""
     result = extract_descriptors(net, [ImageRecord(p) for p in paths], transform, encode=net, batch_size=1,
-                                 device=device, channels_last=False, progress=len(paths) >= 100, desc=desc,
+                                 device=device, precision="fp32", channels_last=False, progress=len(paths) >= 100, desc=desc,
                                  all_ranks=True)
     return result.descriptors if paths else torch.zeros(0, 0)
 

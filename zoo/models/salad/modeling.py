@@ -21,7 +21,6 @@ Pipeline for an image ``(B, 3, H, W)`` (H, W multiples of 14):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -84,10 +83,13 @@ class SALADAggregator(nn.Module):
         scores = scores.float()
         dustbin = self.dust_bin.float().expand(batch, 1, n)
         log_scores = torch.cat((scores, dustbin), dim=1)
-        log_norm = -math.log(n + m)
-        log_a = torch.full((batch, m + 1), log_norm, dtype=scores.dtype, device=scores.device)
-        log_a[:, m] += math.log(n - m)  # the dustbin absorbs the mass clusters do not take
-        log_b = torch.full((batch, n), log_norm, dtype=scores.dtype, device=scores.device)
+        # The marginals are tensors computed from the patch count, not Python floats: an exported
+        # (ONNX) graph then recomputes them for each input size instead of freezing the export's.
+        total = torch.scalar_tensor(n + m, dtype=scores.dtype, device=scores.device)
+        log_norm = -total.log()
+        log_a = log_norm.expand(batch, m + 1).clone()
+        log_a[:, m] += (total - 2 * m).log()  # the dustbin absorbs the mass (n - m) clusters do not take
+        log_b = log_norm.expand(batch, n)
         log_plan = log_sinkhorn(log_scores, log_a, log_b, num_iters=self.sinkhorn_iters, reg=1.0)
         return (log_plan[:, :m] - log_norm).exp()
 

@@ -278,7 +278,7 @@ class UCDIRTask(TrainTask):
         for dom in self.domains:
             result = extract_descriptors(
                 enc, [ImageRecord(p) for p in dom.paths], tf, encode=enc, batch_size=self.eval_batch_size,
-                num_workers=self.recipe.get("num_workers", 0), device=device, channels_last=False,
+                num_workers=self.recipe.get("num_workers", 0), device=device, precision="fp32", channels_last=False,
                 progress=self.dist.is_main and len(dom) >= 500, desc=f"features {dom.name}", all_ranks=True)
             out.append(result.descriptors if len(dom) else torch.zeros(0, enc.dim))
         enc.train(was_training)
