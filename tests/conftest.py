@@ -40,3 +40,20 @@ def hub_server(monkeypatch: pytest.MonkeyPatch) -> LoopbackHub:
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     yield hub
     hub.stop()
+
+
+@pytest.fixture
+def drive_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A loopback Google Drive that gdown reaches through ``HTTPS_PROXY`` (see tests/drive_server.py)."""
+    pytest.importorskip("gdown")
+    pytest.importorskip("trustme")
+    from tests.drive_server import LoopbackDrive
+
+    drive = LoopbackDrive(tmp_path).start()
+    for var in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(var, drive.proxy_url)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(drive.ca_bundle))
+    yield drive
+    drive.stop()
