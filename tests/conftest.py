@@ -16,7 +16,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 # huggingface_hub reads HF_HUB_OFFLINE once, when first imported: import it now, online, so that a
 # test which sets the variable (the zoo reads it at call time) cannot leave the whole run offline.
 os.environ.pop("HF_HUB_OFFLINE", None)
-import huggingface_hub  # noqa: E402,F401
+import huggingface_hub  # noqa: E402
+import huggingface_hub.constants  # noqa: E402
 
 from tests.hub_server import LoopbackHub  # noqa: E402
 
@@ -35,9 +36,11 @@ def isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture
 def hub_server(monkeypatch: pytest.MonkeyPatch) -> LoopbackHub:
-    """A running loopback Hub; ``HF_ENDPOINT`` points at it for the test's duration."""
+    """A running loopback Hub; ``HF_ENDPOINT`` points at it for the test's duration. Uploads of large
+    files take huggingface_hub's Git LFS path (the loopback does not speak Xet, the client's default)."""
     hub = LoopbackHub().start()
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
     yield hub
     hub.stop()
 

@@ -186,8 +186,11 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from zoo.publish import publish_cli
+    from zoo.publish import print_rows, publish_cli, source_order
 
+    if args.pins:
+        print_rows([("variant", "pretrained=True tries", "file (pin)"), *source_order()])
+        return 0
     return publish_cli(args.names, org=args.org, all_variants=args.all, out=args.out, dry_run=args.dry_run,
                        token=args.token, samples=args.samples)
 
@@ -261,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="NAME[.VARIANT]|OUT/export",
                    help="variants to publish, or a training run's export folder")
     p.add_argument("--all", action="store_true", help="every variant whose card names an authors' release")
-    p.add_argument("--org", required=True, help="Hub organisation (or user) owning the repos ORG/<arch>.<variant>")
+    p.add_argument("--org", help="Hub organisation (or user) owning the repos ORG/<arch>.<variant>")
+    p.add_argument("--pins", action="store_true",
+                   help="print every variant's weight sources in the order pretrained=True tries them, with pin states")
     p.add_argument("--out", default="publish", help="folder for the converted repos (default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="do everything but the upload")
     p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the logged-in one)")

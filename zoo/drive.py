@@ -69,7 +69,7 @@ def download_drive_archive(ref: DriveFile, quiet: bool = False) -> Path:
             raise WeightsUnavailableError(f"{ref.url} cannot be reached ({err}) and it is not cached. {_by_hand(ref)}") from err
         except gdown.exceptions.FileURLRetrievalError as err:
             raise DownloadError(f"{ref.url}: Google Drive did not hand out the file ({err})") from err
-        except gdown.exceptions.DownloadError as err:
+        except getattr(gdown.exceptions, "DownloadError", ()) as err:  # gdown >= 6: a transfer broke off
             raise DownloadError(f"{ref.url}: download broke off ({err})") from err
         actual = sha256_file(tmp)
         if ref.sha256 and actual != ref.sha256:

@@ -392,11 +392,36 @@ def unpinned_sources() -> set[tuple[str, str]]:
     return out
 
 
-def publish_cli(names: Sequence[str], org: str, all_variants: bool = False, out: str | Path = "publish",
+def source_order() -> list[tuple[str, str, str]]:
+    """``(arch.variant, source kind, file and pin state)`` for every weight source of every variant, in
+    the order ``pretrained=True`` tries them."""
+    rows = []
+    for name in ENTRY_POINTS:
+        for tag, card in get_model_info(name).variants.items():
+            if not card.weights:
+                rows.append((f"{name}.{tag}", "-", "no published weights"))
+            for i, source in enumerate(card.weights, 1):
+                kind = {"zoo": "our Hub repo", "release": "authors' release"}.get(source.kind, source.kind)
+                for ref in source.files():
+                    rows.append((f"{name}.{tag}", f"{i}. {kind}", describe_file(ref)))
+    return rows
+
+
+def print_rows(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def publish_cli(names: Sequence[str], org: str | None, all_variants: bool = False, out: str | Path = "publish",
                 dry_run: bool = False, token: str | None = None, samples: str | Path | None = None) -> int:
     """``python -m zoo publish``: publish each name (``arch.variant`` or an ``OUT/export`` folder), print
     what was done, the registry lines to paste, and a summary table; 0 when every one succeeded."""
     targets = list(names) + (publishable_variants() if all_variants else [])
+    if org is None:
+        raise ZooError("publish: --org ORG is needed (the Hub organisation owning the repos ORG/<arch>.<variant>)")
     if not targets:
         raise ZooError("publish: name a variant (e.g. dinov2_salad.8192_256), a run's OUT/export folder, or pass --all")
     done: list[PublishResult] = []
@@ -428,10 +453,6 @@ def publish_cli(names: Sequence[str], org: str, all_variants: bool = False, out:
               "all pinned" if all(s.pinned for s in r.sources) else "UNPINNED: pin with the lines above")
              for r in done]
     rows += [(t, "-", "-", "-", "FAILED: " + e.splitlines()[0][:70]) for t, e in failed]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
-    for i, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_rows(rows)
     return 1 if failed else 0
