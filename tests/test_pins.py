@@ -113,3 +113,13 @@ def test_an_unpinned_file_warns_once_per_process(monkeypatch: pytest.MonkeyPatch
         warnings.simplefilter("error")
         zoo.hub.warn_unpinned(ref)                                   # second time: silent
         zoo.hub.warn_unpinned(UrlFile("https://example.invalid/w.ckpt", "b" * 64))  # pinned: silent
+
+
+def test_publish_pins_prints_the_source_order_of_every_variant(capsys: pytest.CaptureFixture) -> None:
+    from zoo.__main__ import main
+
+    assert main(["publish", "--pins"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    cvact = [r for r in rows if r.startswith("cvft_vgg.cvact ")]
+    assert len(cvact) == 1 and "1. authors' release" in cvact[0] and "trained_model/CVACT/CVFT/model.ckpt (unpinned)" in cvact[0]
+    assert any(r.startswith("ucdir_moco.resnet50_128 ") and "no published weights" in r for r in rows)

@@ -249,7 +249,7 @@ def test_a_training_run_export_is_published_with_our_numbers(tmp_path, capsys, s
     assert "re-loaded copy within 0 of the fingerprint" in printed
 
 
-def test_fingerprint_catches_other_weights_and_publish_errors_are_clear(tmp_path, capsys, samples) -> None:
+def test_fingerprint_catches_other_weights_and_publish_errors_are_clear(tmp_path, capsys, samples, monkeypatch) -> None:
     torch.manual_seed(3)
     model = zoo.create_model("aml_student.mobilenetv2_vgg16", pretrained=False)
     from zoo.publish import fingerprint
@@ -262,6 +262,11 @@ def test_fingerprint_catches_other_weights_and_publish_errors_are_clear(tmp_path
         check_fingerprint(other, recorded, samples)
     assert main(["publish", "ucdir_moco.office_home_art_clipart", "--org", ORG, "--dry-run"]) == 2
     assert "has no authors' release to publish" in capsys.readouterr().err
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    assert main(["publish", "dycl_resnet", "--org", ORG]) == 2             # refused before any download
+    assert "needs a Hub token with write access: set HF_TOKEN" in capsys.readouterr().err
     with pytest.raises(ZooError, match="not a training run's export"):
         from zoo.publish import publish_run
         publish_run(tmp_path, ORG, tmp_path / "out", dry_run=True)

@@ -253,11 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "publish", help="convert the authors' releases (or a run's OUT/export), self-check, upload to ORG's Hub repos",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="For each variant: download the authors' files (sha256 checked when pinned, printed either way), "
-                    "convert to model.safetensors + config.json, self-check on assets/samples (finite, L2-normalised "
-                    "descriptors; their fingerprint goes into config.json and the model card), write the model card, "
-                    "re-load the folder and compare with the fingerprint, upload to ORG/<arch>.<variant>, and print "
-                    "the registry lines to paste into the variant's card (repo, commit, sha256).",
+        description="For each variant: download the authors' files (sha256 checked when pinned, printed either way),\n"
+                    "convert them to model.safetensors + config.json, self-check on assets/samples (finite, L2-normalised\n"
+                    "descriptors, whose fingerprint goes into config.json and the model card), write the model card,\n"
+                    "re-load the folder and compare with the fingerprint, upload to ORG/<arch>.<variant>, and print the\n"
+                    "registry lines to paste into the variant's card (repo, commit, sha256).",
         epilog="examples:\n  python -m zoo publish dinov2_salad.8192_256 --org my-org --dry-run\n"
                "  python -m zoo publish --all --org my-org\n  python -m zoo publish runs/ucdir/export --org my-org\n"
                "needs: network, and a Hub token with write access in HF_TOKEN (not for --dry-run). See MAINTAINERS.md.")

@@ -354,17 +354,24 @@ def publish_run(export: str | Path, org: str, out_root: str | Path, dry_run: boo
     return result
 
 
+def require_token(token: str | None) -> None:
+    """Fail before any work when an upload will need a token and none is configured."""
+    from huggingface_hub import get_token
+
+    if token is None and get_token() is None:
+        raise ZooError("uploading needs a Hub token with write access: set HF_TOKEN (or run `hf auth login`, or pass "
+                       "--token), or pass --dry-run")
+
+
 def upload(folder: Path, repo_id: str, token: str | None, message: str) -> str:
     """Create ``repo_id`` if needed and upload ``folder`` in one commit; the commit sha.
 
     ``HF_ENDPOINT`` is read now. huggingface_hub sends files above the Hub's small-file limit
     through its large-file path (Xet when ``hf_xet`` is installed, else Git LFS).
     """
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi
 
-    if token is None and get_token() is None:
-        raise ZooError("uploading needs a Hub token with write access: set HF_TOKEN (or run `hf auth login`), "
-                       "or pass --dry-run")
+    require_token(token)
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
     api.create_repo(repo_id, exist_ok=True)
     info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message)
@@ -422,6 +429,8 @@ def publish_cli(names: Sequence[str], org: str | None, all_variants: bool = Fals
     targets = list(names) + (publishable_variants() if all_variants else [])
     if org is None:
         raise ZooError("publish: --org ORG is needed (the Hub organisation owning the repos ORG/<arch>.<variant>)")
+    if not dry_run:
+        require_token(token)
     if not targets:
         raise ZooError("publish: name a variant (e.g. dinov2_salad.8192_256), a run's OUT/export folder, or pass --all")
     done: list[PublishResult] = []
