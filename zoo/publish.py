@@ -338,6 +338,12 @@ def publish_run(export: str | Path, org: str, out_root: str | Path, dry_run: boo
     if tag not in info.variants:
         raise UnknownNameError(f"{export / CONFIG_NAME}: variant_tag {tag!r} is not a variant of {info.name} "
                                f"(known: {', '.join(info.variants)})")
+    card_args = info.variant_kwargs(tag)
+    differ = {k: (config["variant"].get(k), v) for k, v in card_args.items() if config["variant"].get(k, v) != v}
+    if differ:
+        raise ZooError(f"{export / CONFIG_NAME}: the run's {info.name} differs from the card of {info.name}.{tag} in "
+                       + ", ".join(f"{k}={a!r} (card: {b!r})" for k, (a, b) in differ.items())
+                       + f"; `zoo.create_model('{info.name}.{tag}', pretrained=True)` could not load these weights")
     recipe = (config.get("training") or {}).get("recipe")
     measured = {"recipe": recipe, **_run_metrics(export)}
     repo_id = f"{org}/{info.name}.{tag}"
