@@ -151,12 +151,14 @@ def test_dycl_release_on_the_hub_published_and_loaded_back(hub_server, monkeypat
     torch.manual_seed(1)
     model = zoo.create_model("dycl_resnet.resnet50_512", pretrained=False)
     ckpt = {"net_state": {to_original_key(k): v for k, v in model.state_dict().items()}, "epoch": 20}
-    hub_server.add_commit("www0wwwjs1/dycl", {"dycl_20epoch.ckpt": _blob(ckpt)})
-    (tmp_path / "dycl_20epoch.ckpt").write_bytes(_blob(ckpt))
+    blob = _blob(ckpt)
+    authors_commit = hub_server.add_commit("www0wwwjs1/dycl", {"dycl_20epoch.ckpt": blob})
+    (tmp_path / "dycl_20epoch.ckpt").write_bytes(blob)
 
     _, _, printed = _publish(capsys, "dycl_resnet.resnet50_512", tmp_path / "out", samples)
-    # the authors' Hub file is pinned to a branch: the line to pin it asks for the commit too
-    assert re.search(r'HubFile\("www0wwwjs1/dycl", "dycl_20epoch.ckpt", "<commit of main>", "[0-9a-f]{64}"\)', printed)
+    # the authors' Hub file is pinned to a branch: the line to pin it names the commit main pointed to
+    sha = hashlib.sha256(blob).hexdigest()
+    assert f'HubFile("www0wwwjs1/dycl", "dycl_20epoch.ckpt", "{authors_commit}", "{sha}")' in printed
     _paste_registry_lines(monkeypatch, "dycl_resnet.resnet50_512", printed)
     loaded = _hub_load("dycl_resnet", "resnet50_512")
     assert loaded.zoo_config["weights"].startswith(f"hf-hub:{ORG}/dycl_resnet.resnet50_512@")

@@ -50,6 +50,7 @@ class SourceFile:
     ref: FileRef | None       # the card's reference (None: a training run's export)
     location: str             # URL / Hub path / local path
     sha256: str
+    commit: str | None = None  # the Hub commit that served a HubFile
 
     @property
     def pinned(self) -> bool:
@@ -81,14 +82,14 @@ class PublishResult:
                  + (f"\n             licence={self.licence!r})," if self.licence else ")")]
         for source in self.sources:
             if source.ref is not None and not source.pinned:
-                lines.append(f"# pin the authors' {source.role} ({source.location}): {_pin_hint(source.ref, source.sha256)}")
+                lines.append(f"# pin the authors' {source.role} ({source.location}): {_pin_hint(source.ref, source.sha256, source.commit)}")
         return lines
 
 
-def _pin_hint(ref: FileRef, sha256: str) -> str:
+def _pin_hint(ref: FileRef, sha256: str, commit: str | None = None) -> str:
     if isinstance(ref, HubFile):
-        return (f'HubFile("{ref.repo_id}", "{ref.filename}", "<commit of {ref.revision}>", "{sha256}") '
-                "(look the commit up with huggingface_hub.HfApi().model_info(...).sha)")
+        return f'HubFile("{ref.repo_id}", "{ref.filename}", "{commit or ref.revision}", "{sha256}")' + \
+            (f" (the commit {ref.revision!r} pointed to when this file was fetched)" if commit else "")
     if isinstance(ref, DriveFile):
         return f'DriveFile("{ref.file_id}", "{ref.member}", sha256="{sha256}")  (sha256 of the archive)'
     return f'UrlFile("{ref.url}", sha256="{sha256}"' + (f', env_base="{ref.env_base}")' if ref.env_base else ")")
@@ -247,6 +248,15 @@ def _location(ref: FileRef) -> str:
     return ref.url
 
 
+def _snapshot_commit(path: Path) -> str | None:
+    """The commit of a file in the Hub cache (``.../snapshots/<commit>/<filename>``)."""
+    parts = path.parts
+    if "snapshots" in parts[:-1]:
+        commit = parts[parts.index("snapshots") + 1]
+        return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
+    return None
+
+
 def _fetch(role: str, ref: FileRef) -> tuple[Path, SourceFile]:
     path = download(ref)
     if isinstance(ref, DriveFile):
@@ -255,7 +265,8 @@ def _fetch(role: str, ref: FileRef) -> tuple[Path, SourceFile]:
         hashed = download_drive_archive(ref)   # cached by download(): the archive is what gets pinned
     else:
         hashed = path
-    return path, SourceFile(role, ref, _location(ref), sha256_file(hashed))
+    commit = _snapshot_commit(path) if isinstance(ref, HubFile) else None
+    return path, SourceFile(role, ref, _location(ref), sha256_file(hashed), commit)
 
 
 def _write_and_verify(info: ModelInfo, tag: str, state_dict: dict[str, torch.Tensor], config: dict[str, Any],
