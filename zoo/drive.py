@@ -29,6 +29,7 @@ def _by_hand(ref: DriveFile) -> str:
 
 
 def _offline() -> bool:
+    # zoo.hub.is_offline's rule; zoo.hub imports this module, so importing it back would make a cycle.
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 

@@ -144,7 +144,8 @@ def fingerprint(model: torch.nn.Module, samples: str | Path | None = None) -> di
         "first_values": {"queries": _rounded(q[:, :FINGERPRINT_VALUES]), "database": _rounded(d[:, :FINGERPRINT_VALUES])},
         "similarity": _rounded(q @ d.T),
         "atol": FINGERPRINT_ATOL,
-        "how": f"assets/samples, the model's evaluation transforms, float32 on CPU (torch {torch.__version__})",
+        "how": f"{'assets/samples' if samples is None else Path(samples).name}, the model's evaluation transforms, "
+               f"float32 on CPU (torch {torch.__version__})",
     }
 
 
@@ -215,7 +216,7 @@ def model_card(info: ModelInfo, tag: str, config: dict[str, Any], repo_id: str,
               "|---|" + "---|" * len(fp["images"]["database"])]
     for qname, row in zip(fp["images"]["queries"], fp["similarity"]):
         lines.append(f"| {qname} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
-    lines += ["", "## How to load", "", "```python", "import zoo",
+    lines += ["", "## How to load", "", "```python", "import torch", "import zoo", "",
               f'model = zoo.create_model("{name}", pretrained="hf-hub:{repo_id}")',
               f'model = torch.hub.load("<org>/zoo", "{info.name}", variant="{tag}", pretrained="hf-hub:{repo_id}")',
               "```", "",
