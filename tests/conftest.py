@@ -16,7 +16,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 # huggingface_hub reads HF_HUB_OFFLINE once, when first imported: import it now, online, so that a
 # test which sets the variable (the zoo reads it at call time) cannot leave the whole run offline.
 os.environ.pop("HF_HUB_OFFLINE", None)
-import huggingface_hub  # noqa: E402,F401
+import huggingface_hub  # noqa: E402
+import huggingface_hub.constants  # noqa: E402
 
 from tests.hub_server import LoopbackHub  # noqa: E402
 
@@ -35,8 +36,27 @@ def isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture
 def hub_server(monkeypatch: pytest.MonkeyPatch) -> LoopbackHub:
-    """A running loopback Hub; ``HF_ENDPOINT`` points at it for the test's duration."""
+    """A running loopback Hub; ``HF_ENDPOINT`` points at it for the test's duration. Uploads of large
+    files take huggingface_hub's Git LFS path (the loopback does not speak Xet, the client's default)."""
     hub = LoopbackHub().start()
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
     yield hub
     hub.stop()
+
+
+@pytest.fixture
+def drive_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A loopback Google Drive that gdown reaches through ``HTTPS_PROXY`` (see tests/drive_server.py)."""
+    pytest.importorskip("gdown")
+    pytest.importorskip("trustme")
+    from tests.drive_server import LoopbackDrive
+
+    drive = LoopbackDrive(tmp_path).start()
+    for var in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(var, drive.proxy_url)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(drive.ca_bundle))
+    yield drive
+    drive.stop()

@@ -5,9 +5,14 @@ Hub: ``HEAD|GET /{repo_id}/resolve/{revision}/{filename}`` answer with ``X-Repo-
 ``ETag`` (the sha256 for LFS-style files, as the Hub does), ``Content-Length`` and honour
 ``Range``; a missing repo/revision/file gets 404 with ``X-Error-Code``. Releases:
 ``GET /releases/{name}`` serves bytes registered with :meth:`LoopbackHub.add_release`.
-Uploads (what ``HfApi.upload_folder`` sends for small files): ``POST /api/repos/create``,
-``/api/validate-yaml``, ``/api/models/{repo}/preupload/{rev}`` (every file "regular", so no LFS
-transfer) and ``/api/models/{repo}/commit/{rev}`` (ndjson with base64 files) -> a new commit.
+Uploads (what ``HfApi.upload_folder`` sends): ``POST /api/repos/create``, ``/api/validate-yaml``,
+``/api/models/{repo}/preupload/{rev}`` answering ``uploadMode: "lfs"`` for files above
+:attr:`LoopbackHub.lfs_threshold` bytes (the Hub's small-file limit, 10 MiB) and ``"regular"`` below;
+large files then go through the Git LFS batch API (``POST /{repo}.git/info/lfs/objects/batch`` ->
+a ``basic`` upload action), ``PUT /lfs-upload/{oid}`` of the bytes (sha256 and size checked) and
+``POST /lfs-verify``; the commit (``/api/models/{repo}/commit/{rev}``, ndjson) names them in
+``lfsFile`` entries by oid beside base64 ``file`` entries. huggingface_hub takes this path when
+Xet is disabled (``HF_HUB_DISABLE_XET``); the loopback does not speak Xet.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class LoopbackHub:
         self.releases: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
         self.truncate: set[str] = set()                            # paths served short
+        self.lfs_threshold = 10 * 1024 * 1024                      # preupload: larger files go through LFS
+        self.lfs_objects: dict[str, bytes] = {}                    # oid (sha256) -> bytes uploaded by PUT
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
@@ -118,7 +125,7 @@ class LoopbackHub:
 
             def do_POST(self) -> None:
                 hub.requests.append(("POST", self.path))
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = self._body()
                 path = self.path.split("?")[0]
                 if path == "/api/repos/create":
                     request = json.loads(body)
@@ -131,8 +138,23 @@ class LoopbackHub:
                 parts = path.split("/")
                 if len(parts) >= 7 and parts[1] == "api" and parts[5] == "preupload":
                     files = json.loads(body)["files"]
-                    return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular",
-                                                       "shouldIgnore": False} for f in files]})
+                    return self._json(200, {"files": [
+                        {"path": f["path"], "uploadMode": "lfs" if f["size"] > hub.lfs_threshold else "regular",
+                         "shouldIgnore": False} for f in files]})
+                if path.endswith(".git/info/lfs/objects/batch"):
+                    request = json.loads(body)
+                    objects = []
+                    for obj in request["objects"]:
+                        entry = {"oid": obj["oid"], "size": obj["size"]}
+                        if obj["oid"] not in hub.lfs_objects:  # already stored: no actions, nothing to send
+                            entry["actions"] = {"upload": {"href": f"{hub.url}/lfs-upload/{obj['oid']}?size={obj['size']}"},
+                                                "verify": {"href": f"{hub.url}/lfs-verify"}}
+                        objects.append(entry)
+                    return self._json(200, {"transfer": "basic", "objects": objects})
+                if path == "/lfs-verify":
+                    request = json.loads(body)
+                    ok = len(hub.lfs_objects.get(request["oid"], b"")) == request["size"]
+                    return self._json(200 if ok else 404, {} if ok else {"error": "object not uploaded"})
                 if len(parts) >= 7 and parts[1] == "api" and parts[5] == "commit":
                     repo, branch = f"{parts[3]}/{parts[4]}", parts[6]
                     files = {}
@@ -140,10 +162,42 @@ class LoopbackHub:
                         item = json.loads(line)
                         if item["key"] == "file":
                             files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                        elif item["key"] == "lfsFile":
+                            oid = item["value"]["oid"]
+                            if oid not in hub.lfs_objects:
+                                return self._json(400, {"error": f"LFS object {oid} was never uploaded"})
+                            files[item["value"]["path"]] = hub.lfs_objects[oid]
                     commit = hub.add_commit(repo, files, branch=branch)
                     return self._json(200, {"commitOid": commit, "commitUrl": f"{hub.url}/{repo}/commit/{commit}",
                                             "success": True})
                 return self._json(404, {"error": f"not served by the loopback hub: {path}"})
+
+            def _body(self) -> bytes:
+                if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+                    return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                out = bytearray()
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        return bytes(out)
+                    out += self.rfile.read(size)
+                    self.rfile.readline()
+
+            def do_PUT(self) -> None:
+                hub.requests.append(("PUT", self.path))
+                path, _, query = self.path.partition("?")
+                if not path.startswith("/lfs-upload/"):
+                    return self._json(404, {"error": f"not served by the loopback hub: {path}"})
+                oid = path[len("/lfs-upload/"):]
+                data = self._body()
+                expected_size = int(dict(p.split("=") for p in query.split("&") if p).get("size", len(data)))
+                if hashlib.sha256(data).hexdigest() != oid or len(data) != expected_size:
+                    return self._json(400, {"error": "uploaded bytes do not match the announced oid/size"})
+                hub.lfs_objects[oid] = data
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_HEAD(self) -> None:
                 self._answer(with_body=False)

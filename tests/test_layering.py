@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: Rank of each module, by the longest matching prefix.
 RANKS = {
-    "zoo.errors": 0, "zoo.registry": 0, "zoo.io": 0,
+    "zoo.errors": 0, "zoo.registry": 0, "zoo.io": 0, "zoo.archive": 0,
     "zoo.layers": 1, "zoo.distributed": 1, "zoo.search": 1, "zoo.kmeans": 1,
     "zoo.data": 2, "zoo.metrics": 2, "zoo.task": 2, "zoo.settings": 0,
     # descriptor extraction knows no method and sits below the models: training tasks embed with it too
@@ -23,8 +23,8 @@ RANKS = {
     # the hardware's precision choice knows only torch: extraction at any level uses it
     "zoo.engine.precision": 1,
     "zoo.models": 3,
-    "zoo": 4, "zoo.hub": 4, "zoo.export": 4, "zoo.variants": 4,
-    "zoo.engine": 5, "zoo.retrieve": 5, "zoo.index": 5, "zoo.geo": 5, "zoo.onnx": 5,
+    "zoo": 4, "zoo.hub": 4, "zoo.export": 4, "zoo.variants": 4, "zoo.drive": 4,
+    "zoo.engine": 5, "zoo.retrieve": 5, "zoo.index": 5, "zoo.geo": 5, "zoo.onnx": 5, "zoo.publish": 5,
     "zoo.__main__": 6, "zoo.cli": 6, "hubconf": 6, "training": 6, "eval": 6, "bench": 6,
 }
 RANK_NAMES = ["base", "layers", "shared", "models", "weights", "engine", "command lines"]

@@ -1,4 +1,4 @@
-"""``python -m zoo``: list models, convert original checkpoints, export, push to the Hub, retrieve, train, eval.
+"""``python -m zoo``: list models, convert original checkpoints, export, push and publish to the Hub, retrieve, train, eval.
 
 Run ``python -m zoo <command> --help`` for each command's options.
 """
@@ -19,6 +19,7 @@ EPILOG = """examples:
   python -m zoo export dinov2_salad --pretrained weights/salad --out release/salad
   python -m zoo export dinov2_salad --format onnx --quantize int8 --out release/salad-onnx
   python -m zoo push release/salad --repo my-org/dinov2-salad
+  python -m zoo publish --all --org my-org --dry-run
   python -m zoo retrieve --model dinov2_salad --database photos/db --queries photos/q --out results
   python -m zoo index build --model dinov2_salad --images map/ --coords exif --out map.index
   python -m zoo index search --index map.index --queries photos/q --topk 5 --out results
@@ -220,6 +221,16 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from zoo.publish import print_rows, publish_cli, source_order
+
+    if args.pins:
+        print_rows([("variant", "pretrained=True tries", "file (pin)"), *source_order()])
+        return 0
+    return publish_cli(args.names, org=args.org, all_variants=args.all, out=args.out, dry_run=args.dry_run,
+                       token=args.token, samples=args.samples)
+
+
 def cmd_retrieve(args: argparse.Namespace) -> int:
     from zoo.retrieve import retrieve_folders
 
@@ -415,6 +426,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help=argparse.SUPPRESS)  # refused with an explanation
     p.add_argument("--message", default="Upload weights converted with retrieval-zoo")
     p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser(
+        "publish", help="convert the authors' releases (or a run's OUT/export), self-check, upload to ORG's Hub repos",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="For each variant: download the authors' files (sha256 checked when pinned, printed either way),\n"
+                    "convert them to model.safetensors + config.json, self-check on assets/samples (finite, L2-normalised\n"
+                    "descriptors, whose fingerprint goes into config.json and the model card), write the model card,\n"
+                    "re-load the folder and compare with the fingerprint, upload to ORG/<arch>.<variant>, and print the\n"
+                    "registry lines to paste into the variant's card (repo, commit, sha256).",
+        epilog="examples:\n  python -m zoo publish dinov2_salad.8192_256 --org my-org --dry-run\n"
+               "  python -m zoo publish --all --org my-org\n  python -m zoo publish runs/ucdir/export --org my-org\n"
+               "needs: network, and a Hub token with write access in HF_TOKEN (not for --dry-run). See MAINTAINERS.md.")
+    p.add_argument("names", nargs="*", metavar="NAME[.VARIANT]|OUT/export",
+                   help="variants to publish, or a training run's export folder")
+    p.add_argument("--all", action="store_true", help="every variant whose card names an authors' release")
+    p.add_argument("--org", help="Hub organisation (or user) owning the repos ORG/<arch>.<variant>")
+    p.add_argument("--pins", action="store_true",
+                   help="print every variant's weight sources in the order pretrained=True tries them, with pin states")
+    p.add_argument("--out", default="publish", help="folder for the converted repos (default: %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="do everything but the upload")
+    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the logged-in one)")
+    p.add_argument("--samples", default=None, help="self-check images: a folder with queries/ and database/ "
+                                                   "(default: the repository's assets/samples)")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("retrieve", help="embed two image folders and write each query's top-k matches",
                        description="Embeds every image of --queries with encode_query and of --database with "

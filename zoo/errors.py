@@ -55,3 +55,8 @@ class UnknownNameError(ZooError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0]) if self.args else ""
+
+
+class SelfCheckError(ZooError):
+    """Converted weights fail the self-check: non-finite or unnormalised descriptors, or a copy
+    whose descriptors of the sample images differ from the recorded fingerprint."""

@@ -27,6 +27,7 @@ import os
 import shutil
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -44,7 +45,7 @@ from zoo.errors import (
     ZooError,
 )
 from zoo.io import atomic_path, atomic_write_text, sha256_file, zoo_cache_dir
-from zoo.models.cards import HubFile, ModelInfo, UrlFile, WeightSource
+from zoo.models.cards import DriveFile, FileRef, HubFile, ModelInfo, UrlFile, WeightSource, describe_file, is_pinned
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -263,9 +264,25 @@ def _check_converter_options(info: ModelInfo, options: dict[str, Any]) -> None:
                          f"its converter takes {', '.join(known) or 'no options'}")
 
 
-def download(ref: HubFile | UrlFile) -> Path:
-    """One pinned file, from the Hub or a URL (cached; sha256 checked when pinned)."""
+def download(ref: FileRef) -> Path:
+    """One file, from the Hub, a URL or a Google Drive archive (cached; sha256 checked when pinned)."""
+    if isinstance(ref, DriveFile):
+        from zoo.drive import download_drive
+
+        return download_drive(ref)
     return download_hub_file(ref) if isinstance(ref, HubFile) else download_url(ref)
+
+
+_WARNED_UNPINNED: set[FileRef] = set()
+
+
+def warn_unpinned(ref: FileRef) -> None:
+    """Warn, once per file and process, that a card's file is used without a sha256 (and commit) pin."""
+    if is_pinned(ref) or ref in _WARNED_UNPINNED:
+        return
+    _WARNED_UNPINNED.add(ref)
+    warnings.warn(f"{describe_file(ref)}: this file is not pinned by a sha256 (and a commit on the Hub), so a changed "
+                  "file would not be noticed; `python -m zoo publish` prints its sha256 to pin it", stacklevel=3)
 
 
 def _convert_cached(info: ModelInfo, checkpoint: Path, options: dict[str, Path] | None = None) -> ResolvedWeights:
@@ -284,6 +301,8 @@ def _convert_cached(info: ModelInfo, checkpoint: Path, options: dict[str, Path] 
 
 
 def _resolve_source(info: ModelInfo, name: str, source: WeightSource) -> ResolvedWeights:
+    for ref in source.files():
+        warn_unpinned(ref)
     if source.kind == "init":
         init_fn = source.init_fn
         assert init_fn is not None

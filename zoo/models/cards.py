@@ -13,8 +13,9 @@ Nothing here downloads or builds anything: :mod:`zoo.hub` resolves weight source
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Union
 
 import torch
 
@@ -50,12 +51,54 @@ class UrlFile:
 
 
 @dataclass(frozen=True)
+class DriveFile:
+    """A file inside a public Google Drive archive (downloaded with gdown, unpacked, cached).
+
+    ``file_id`` names the Drive file (the ``/file/d/<id>/`` part of its link) and ``sha256`` pins
+    the archive. ``member`` is the path of the wanted file inside the archive, matched as a path
+    suffix so that the archive's top-level folder name does not matter; a TensorFlow checkpoint is
+    named by its prefix (``.../model.ckpt`` for ``model.ckpt.index`` + ``model.ckpt.data-*``).
+    """
+
+    file_id: str
+    member: str
+    sha256: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://drive.google.com/file/d/{self.file_id}/view"
+
+
+FileRef = Union[HubFile, UrlFile, DriveFile]
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def is_pinned(ref: FileRef) -> bool:
+    """A file is pinned when its content is fixed: a sha256 and, on the Hub, a commit (not a branch)."""
+    if isinstance(ref, HubFile):
+        return bool(ref.sha256) and bool(_COMMIT.fullmatch(ref.revision))
+    return bool(ref.sha256)
+
+
+def describe_file(ref: FileRef) -> str:
+    """One line naming a file and its pin state, e.g. ``https://.../x.ckpt (unpinned)``."""
+    if isinstance(ref, HubFile):
+        where = f"hf-hub:{ref.repo_id}/{ref.filename}@{ref.revision}"
+    elif isinstance(ref, DriveFile):
+        where = f"{ref.url} :: {ref.member}"
+    else:
+        where = ref.url
+    return f"{where} ({'sha256 ' + ref.sha256 if is_pinned(ref) else 'unpinned'})"
+
+
+@dataclass(frozen=True)
 class WeightSource:
     """One way to obtain weights.
 
     kind:
       ``"zoo"``      our converted safetensors + config.json on the Hub (``file`` is the weights file),
-      ``"release"``  the authors' original checkpoint (``file``), converted with the model's converter on
+      ``"release"``  the authors' original checkpoint (``file``: a URL, a Hub file or a member of a Drive
+                     archive), converted with the model's converter on
                      first use and cached; ``extra_files`` maps further converter options to files fetched
                      beside it (e.g. AML's whitening file or the teacher of an asymmetric pair),
       ``"init"``     a training initialisation (e.g. an ImageNet backbone) applied by
@@ -64,13 +107,17 @@ class WeightSource:
 
     kind: str
     description: str
-    file: HubFile | UrlFile | None = None
-    extra_files: Mapping[str, HubFile | UrlFile] = field(default_factory=dict)
+    file: FileRef | None = None
+    extra_files: Mapping[str, FileRef] = field(default_factory=dict)
     init_fn: Callable[..., None] | None = None
     licence: str | None = None
 
-    def files(self) -> list[HubFile | UrlFile]:
+    def files(self) -> list[FileRef]:
         return [f for f in (self.file, *self.extra_files.values()) if f is not None]
+
+    def unpinned(self) -> list[FileRef]:
+        """The files of this source whose content is not fixed by a sha256 (and a commit on the Hub)."""
+        return [f for f in self.files() if not is_pinned(f)]
 
 
 @dataclass(frozen=True)

@@ -62,9 +62,10 @@ def test_transport_plan_is_doubly_stochastic() -> None:
     torch.testing.assert_close(plan.sum(2), torch.ones(3, 16), atol=1e-3, rtol=0)
 
 
-def test_pretrained_true_explains_where_the_weights_are() -> None:
-    with pytest.raises(WeightsUnavailableError, match=r"(?s)Google Drive.*python -m zoo convert cvft_vgg"):
-        zoo.create_model("cvft_vgg", pretrained=True)
+def test_pretrained_true_offline_explains_where_the_weights_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match=r"(?s)drive.google.com/file/d/.*trained_model/CVACT/CVFT/model.ckpt"):
+        zoo.create_model("cvft_vgg.cvact", pretrained=True)
 
 
 def test_transforms_equal_the_original_opencv_pipeline(tmp_path: Path) -> None:

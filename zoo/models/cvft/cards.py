@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zoo.models import MODELS
-from zoo.models.cards import ModelInfo, Variant, WeightSource, results
+from zoo.models.cards import DriveFile, ModelInfo, Variant, WeightSource, results
 from zoo.models.cvft.convert import convert_cvft_checkpoint
 from zoo.models.cvft.modeling import (
     cvft_preprocessing,
@@ -13,8 +13,21 @@ from zoo.models.cvft.modeling import (
     init_from_imagenet_vgg16,
 )
 
-DRIVE = "https://drive.google.com/file/d/1c_T8vkUY72EoqR7vzzm6wXBSfC9r3SBG/view?usp=sharing"
+#: The authors' trained models (README "Models": one public Google Drive archive for CVUSA and CVACT).
+DRIVE_FILE_ID = "1c_T8vkUY72EoqR7vzzm6wXBSfC9r3SBG"
+DRIVE = f"https://drive.google.com/file/d/{DRIVE_FILE_ID}/view?usp=sharing"
 _README = "YujiaoShi/cross_view_localization_CVFT README.md, Results table"
+
+
+def _release(dataset: str) -> WeightSource:
+    # The member is where the authors' test_cvusa.py / test_cvact.py restore it from
+    # ('../Model/trained_model/<dataset>/CVFT/model.ckpt'), matched as a path suffix inside the archive.
+    # Unpinned: the archive could not be fetched here to hash it.
+    return WeightSource(
+        "release", f"authors' trained {dataset} model (Google Drive archive {DRIVE_FILE_ID}, "
+        f"trained_model/{dataset}/CVFT/model.ckpt), converted on first use",
+        file=DriveFile(DRIVE_FILE_ID, f"trained_model/{dataset}/CVFT/model.ckpt", sha256=None),
+        licence="none stated by the authors")
 
 MODEL = MODELS.register("cvft_vgg", ModelInfo(
     name="cvft_vgg",
@@ -34,12 +47,14 @@ MODEL = MODELS.register("cvft_vgg", ModelInfo(
     descriptor_dim=descriptor_dim,
     variants={
         "cvusa": Variant(
+            weights=(_release("CVUSA"),),
             published=results("cvusa", {"R@1": 61.43, "R@5": 84.69, "R@10": 90.49, "R@1%": 99.02},
                               f"{_README} (CVUSA row); the abstract in the same README quotes top-1 61.43 and "
                               "top-10 90.49"),
             recipe="cvft", table="cvusa",
             description="trained on CVUSA (the authors' Model/CVUSA checkpoint)"),
         "cvact": Variant(
+            weights=(_release("CVACT"),),
             published=results("cvact_val", {"R@1": 61.05, "R@5": 81.33, "R@10": 86.52, "R@1%": 95.93},
                               f"{_README} (CVACT_val row)"),
             recipe="cvft-cvact", table="cvact",
@@ -55,11 +70,5 @@ MODEL = MODELS.register("cvft_vgg", ModelInfo(
             licence="BSD-3-Clause (torchvision weights)"),
     },
     converter=convert_cvft_checkpoint,
-    no_weights_reason=(
-        "cvft_vgg: the authors publish their trained CVUSA and CVACT models only as a Google Drive "
-        f"archive ({DRIVE}), which cannot be downloaded automatically. Download and unpack it, then "
-        "convert the TensorFlow checkpoint you need, e.g. "
-        "`python -m zoo convert cvft_vgg --checkpoint Model/trained_model/CVUSA/CVFT/model.ckpt --out cvft_cvusa` "
-        "(PREFIX = the path without .index/.data-*), and pass pretrained='cvft_cvusa'."),
     summary="Two VGG16 stacks; ground features transported onto the aerial layout by a learned Sinkhorn plan; 4096-d.",
 ))

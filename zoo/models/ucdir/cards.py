@@ -45,7 +45,9 @@ NO_WEIGHTS = (
     "ucdir_moco: the UCDIR authors (conghui1002/UCDIR) published no trained weights. Train a model per domain "
     "pair with `python -m zoo train --recipe ucdir-office-home --data-root DIR task_args.domains=[Product,Clipart]` "
     "(or --recipe ucdir-domainnet); it starts from MoCo v2 (pretrained='moco_v2', CC-BY-NC 4.0) and exports "
-    "OUT/export, which loads with pretrained='OUT/export'. pretrained='moco_v2' alone gives the untrained starting point.")
+    "OUT/export, which loads with pretrained='OUT/export' and is published to the Hub like the authors' releases of "
+    "the other models with `python -m zoo publish OUT/export --org ORG` (the card marks its numbers as measured by us). "
+    "pretrained='moco_v2' alone gives the untrained starting point.")
 
 MODEL = MODELS.register("ucdir_moco", ModelInfo(
     name="ucdir_moco",
