@@ -40,37 +40,37 @@ class Case:
 
 
 def _salad_train(root: Path) -> None:
-    from tests.fixtures.salad_data import make_gsv_cities
+    from zoo.data.synthetic import make_gsv_cities
     make_gsv_cities(root)
 
 
 def _salad_eval(root: Path) -> None:
-    from tests.fixtures.salad_data import make_vpr_lists
+    from zoo.data.synthetic import make_vpr_lists
     make_vpr_lists(root, "msls_val", num_places=3)
 
 
 def _dycl_data(root: Path) -> None:
-    from tests.fixtures.dycl_data import make_da_campus
+    from zoo.data.synthetic import make_da_campus
     make_da_campus(root)
 
 
 def _cvft_data(root: Path) -> None:
-    from tests.fixtures.cvft_data import make_cvusa
+    from zoo.data.synthetic import make_cvusa
     make_cvusa(root / "CVUSA", n_train=8, n_val=3)
 
 
 def _aml_train(root: Path) -> None:
-    from tests.fixtures.aml_data import make_sfm120k
+    from zoo.data.synthetic import make_sfm120k
     make_sfm120k(root / "retrieval-SfM-120k")
 
 
 def _aml_eval(root: Path) -> None:
-    from tests.fixtures.aml_data import make_revisited
+    from zoo.data.synthetic import make_revisited
     make_revisited(root / "roxford5k", "roxford5k", n_landmarks=2, per_landmark=3, n_distractors=2, size=(96, 72))
 
 
 def _ucdir_data(root: Path) -> None:
-    from tests.fixtures.ucdir_data import make_office_home
+    from zoo.data.synthetic import make_office_home
     make_office_home(root)
 
 

@@ -192,7 +192,7 @@ def test_evaluation_during_training(tmp_path: Path) -> None:
     pytest.importorskip("zoo.engine.evaluate", reason="evaluation engine (issue 4) has not landed")
     if "aml_student" not in zoo.list_models():
         pytest.skip("aml_student has not landed")
-    from tests.fixtures.salad_data import make_vpr_lists
+    from zoo.data.synthetic import make_vpr_lists
 
     data = tmp_path / "data"
     make_vpr_lists(data, "nordland", num_places=3)

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from zoo.data.synthetic import SYNTHETIC_SETS
 from zoo.engine.schedules import OPTIMIZERS, REQUIRED, SCHEDULER_COMMON, SCHEDULER_PARAMS
 from zoo.errors import InputError
 
@@ -229,6 +230,7 @@ SCHEMA = _Section({
     "data": (_Section({
         "subdir": (_Optional(_Str()), None),
         "args": (_FreeDict(), {}),
+        "synthetic": (_Optional(_Choice(*SYNTHETIC_SETS.names())), None),
     }), {}),
     "batch_size": (_Int(1), REQUIRED),
     "epochs": (_Int(1), REQUIRED),
@@ -292,6 +294,10 @@ def validate(recipe: Any, source: str = "recipe") -> dict[str, Any]:
         raise RecipeError(f"{source}: {err}") from None
     if out["optimizer"]["name"] != "sgd" and (out["optimizer"]["momentum"] or out["optimizer"]["nesterov"]):
         raise RecipeError(f"{source}: optimizer.momentum/nesterov apply to sgd only, not {out['optimizer']['name']}")
+    synthetic, subdir = out["data"]["synthetic"], out["data"]["subdir"]
+    if synthetic and SYNTHETIC_SETS.get(synthetic).subdir != subdir:
+        raise RecipeError(f"{source}: data.synthetic: {synthetic!r} writes {SYNTHETIC_SETS.get(synthetic).subdir}/, "
+                          f"but data.subdir is {subdir!r}")
     return out
 
 

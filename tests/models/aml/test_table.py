@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fixtures.aml_data import make_revisited
+from zoo.data.synthetic import make_revisited
 
 REPO = Path(__file__).resolve().parents[3]
 REPRODUCE = REPO / "eval" / "reproduce.py"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from tests.fixtures.aml_data import make_sfm120k
+from zoo.data.synthetic import make_sfm120k
 from zoo.engine.recipes import resolve_recipe
 from zoo.engine.train import Trainer, TrainOptions
 from zoo.models.aml.task import AMLTask

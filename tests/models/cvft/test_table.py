@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import zoo
-from tests.fixtures.cvft_data import make_cvusa
+from zoo.data.synthetic import make_cvusa
 from zoo.io import load_image
 
 REPO = Path(__file__).resolve().parents[3]

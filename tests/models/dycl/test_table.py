@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import zoo
-from tests.fixtures.dycl_data import make_da_campus
+from zoo.data.synthetic import make_da_campus
 
 REPO = Path(__file__).resolve().parents[3]
 REPRODUCE = REPO / "eval" / "reproduce.py"

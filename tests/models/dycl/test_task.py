@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from tests.fixtures.dycl_data import make_da_campus
+from zoo.data.synthetic import make_da_campus
 from zoo.engine.recipes import resolve_recipe
 from zoo.engine.train import TrainOptions, train
 from zoo.errors import DatasetError

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import zoo
-from tests.fixtures.salad_data import make_vpr_lists
+from zoo.data.synthetic import make_vpr_lists
 
 REPO = Path(__file__).resolve().parents[3]
 REPRODUCE = REPO / "eval" / "reproduce.py"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from tests.fixtures.salad_data import make_gsv_cities
+from zoo.data.synthetic import make_gsv_cities
 from zoo.engine.recipes import resolve_recipe
 from zoo.engine.train import TrainOptions, train
 from zoo.errors import DatasetError

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import zoo
-from tests.fixtures.ucdir_data import make_office_home
+from zoo.data.synthetic import make_office_home
 
 REPO = Path(__file__).resolve().parents[3]
 REPRODUCE = REPO / "eval" / "reproduce.py"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from tests.fixtures.ucdir_data import make_office_home
+from zoo.data.synthetic import make_office_home
 from zoo.engine.checkpoint import list_checkpoints, load_checkpoint
 from zoo.engine.recipes import resolve_recipe
 from zoo.engine.train import TrainOptions, train
