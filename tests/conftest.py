@@ -20,6 +20,9 @@ import huggingface_hub  # noqa: E402,F401
 
 from tests.hub_server import LoopbackHub  # noqa: E402
 
+#: session fixtures: smoke_run (one training run per smoke recipe, shared by the tests that check it)
+pytest_plugins = ["tests.smoke_runs"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -430,7 +430,8 @@ SYNTHETIC_SETS.register("sfm120k", SyntheticSet(
     "retrieval-SfM-120k", lambda root: make_sfm120k(root / "retrieval-SfM-120k"),
     "4 training / 2 validation clusters of 4 images of 32x24 px (AML training)"))
 SYNTHETIC_SETS.register("office_home", SyntheticSet(
-    "OfficeHome", make_office_home, "4 domains x 3 classes x 4-5 images of 48 px (UCDIR)"))
+    "OfficeHome", lambda root: make_office_home(root, domains=("Product", "Clipart"), per_class=2, size=40),
+    "Product and Clipart, 3 classes x 2-3 images of 40 px (UCDIR: one batch holds a whole domain)"))
 SYNTHETIC_SETS.register("domainnet", SyntheticSet(
     "DomainNet", make_domainnet, "2 domains x 8 classes x 3 images of 48 px with train/test lists (UCDIR)"))
 
