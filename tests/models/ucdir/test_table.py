@@ -14,11 +14,11 @@ from zoo.data.synthetic import make_office_home
 
 def test_reproduce_office_home_table_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture) -> None:
-    make_office_home(tmp_path / "data", num_classes=3, per_class=2, size=40)
-    # A ResNet-18 UCDIR in the zoo format stands in for trained weights (the table's rows take --pretrained).
+    make_office_home(tmp_path / "data", num_classes=2, per_class=1, size=40)  # 2-4 images per domain: 12 rows of ResNet-50
+    # A random UCDIR (ResNet-50, the rows' architecture) in the zoo format stands in for trained weights
+    # (the table's rows take --pretrained; weights of another architecture are refused).
     from zoo.export import export_pretrained
-    weights = export_pretrained(zoo.create_model("ucdir_moco", pretrained=False, arch="resnet18"),
-                                tmp_path / "weights", card=False)
+    weights = export_pretrained(zoo.create_model("ucdir_moco", pretrained=False), tmp_path / "weights", card=False)
     out = tmp_path / "out"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code = main(["--table", "office_home", "--data-root", str(tmp_path / "data"),
