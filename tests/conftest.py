@@ -21,6 +21,9 @@ import huggingface_hub.constants  # noqa: E402
 
 from tests.hub_server import LoopbackHub  # noqa: E402
 
+#: session fixtures: smoke_run (one training run per smoke recipe, shared by the tests that check it)
+pytest_plugins = ["tests.smoke_runs"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:

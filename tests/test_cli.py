@@ -18,7 +18,7 @@ def _run(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProce
     import os
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "zoo", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env=env, timeout=300)
+                          env=env, timeout=900)
 
 
 def test_list_prints_every_entry_point_as_a_table():

@@ -50,7 +50,7 @@ def test_hub_load_from_clean_checkout_without_weights(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path), "HF_HOME": str(tmp_path),
            "OMP_NUM_THREADS": "2"}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=600)
+                            timeout=900)
     assert result.returncode == 0, result.stderr
     import json
     loaded = json.loads(result.stdout.strip().splitlines()[-1])

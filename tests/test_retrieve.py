@@ -86,7 +86,7 @@ def test_offline_without_weights_is_one_clear_message(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path), "HF_HOME": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "zoo", "retrieve", "--model", "dinov2_salad", "--queries",
                              str(SAMPLES / "queries"), "--database", str(SAMPLES / "database"), "--out",
-                             str(tmp_path / "o")], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+                             str(tmp_path / "o")], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "--pretrained PATH" in result.stderr and "dino_salad.ckpt" in result.stderr

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.fixtures.cvft_data import make_cvact, make_cvusa
 from zoo.data.base import build_eval_dataset
+from zoo.data.synthetic import make_cvact, make_cvusa
 from zoo.errors import DatasetError
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fixtures.dycl_data import make_da_campus
 from zoo.data.base import build_eval_dataset
 from zoo.data.da_campus import (
     DACampusPairs,
@@ -17,6 +16,7 @@ from zoo.data.da_campus import (
     place_level_matrix,
     read_da_campus,
 )
+from zoo.data.synthetic import make_da_campus
 from zoo.errors import DatasetError
 
 GEO = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "dycl_geo.npz"

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fixtures.salad_data import make_gsv_cities
 from zoo.data.gsv_cities import GSVCities, PlaceBatchSampler, image_name
+from zoo.data.synthetic import make_gsv_cities
 from zoo.errors import DatasetError
 
 

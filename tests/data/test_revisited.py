@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.aml_data import make_revisited
 from zoo.data.base import build_eval_dataset
+from zoo.data.synthetic import make_revisited
 from zoo.errors import DatasetError
 
 

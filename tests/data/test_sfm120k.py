@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.fixtures.aml_data import make_sfm120k
 from zoo.data.sfm120k import cid2filename, mine_negatives, read_sfm120k
+from zoo.data.synthetic import make_sfm120k
 from zoo.errors import DatasetError
 
 

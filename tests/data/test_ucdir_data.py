@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.ucdir_data import make_domainnet, make_office_home
 from zoo.data.base import build_eval_dataset
+from zoo.data.synthetic import make_domainnet, make_office_home
 from zoo.errors import DatasetError
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures.salad_data import make_vpr_lists, make_vpr_utm
 from zoo.data.base import build_eval_dataset
+from zoo.data.synthetic import make_vpr_lists, make_vpr_utm
 from zoo.data.vpr import positives_within, utm_from_name
 from zoo.errors import DatasetError
 

@@ -1,5 +1,5 @@
 """End to end: a table YAML over a tiny generated data set, through the Python API, through
-``eval/reproduce.py`` in a subprocess, and under ``torchrun`` with 2 gloo processes."""
+``eval/reproduce.py`` in a subprocess, and as ``python -m zoo eval`` under ``torchrun`` with 2 gloo processes."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def _env():
     return env
 
 
-def _run(args, cwd, timeout=240):
+def _run(args, cwd, timeout=900):
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=_env(), capture_output=True,
                           text=True, timeout=timeout)
 
@@ -138,11 +138,12 @@ def test_torchrun_two_processes_equal_one(setup, api_result):
     with socket.socket() as sock:  # a free port: other test runs may be using torchrun's default
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    args = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), str(SCRIPT),
+    # torchrun's -m: every process runs ``python -m zoo eval`` (the subprocess test above runs eval/reproduce.py)
+    args = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), "-m", "zoo", "eval",
             "--table", "tiny", "--tables-dir", str(setup / "tables"), "--data-root", str(setup / "data"),
             "--plugin", PLUGIN, "--num-workers", "0", "--batch-size", "4", "--shard-size", "4", "--device", "cpu",
             "--no-progress", "--out", str(setup / "ddp")]
-    run = subprocess.run([sys.executable, *args], cwd=setup, env=_env(), capture_output=True, text=True, timeout=240)
+    run = subprocess.run([sys.executable, *args], cwd=setup, env=_env(), capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((setup / "ddp" / "tiny.json").read_text())
     assert report["settings"]["world_size"] == 2

@@ -98,7 +98,7 @@ def test_killed_run_resumes_to_the_same_weights(baseline: tuple[Trainer, Path], 
     cmd = [sys.executable, str(REPO / "training" / "train.py"), "--recipe", "toy", "--recipes-dir", str(recipes_dir),
            "--out", str(out), "--device", "cpu", "--no-progress", "--stop-after-steps", "9",
            "model.args.dropout=0.2", "num_workers=1"]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-00000006.pt", "step-00000008.pt"]
     assert not (out / "export").exists()
@@ -123,7 +123,7 @@ def test_torchrun_two_processes_match_one(recipes_dir: Path, tmp_path: Path) -> 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(REPO / "training" / "train.py"), "--recipe", "toy", "--recipes-dir", str(recipes_dir),
            "--out", str(tmp_path / "two"), "--device", "cpu", "--no-progress", *common, "grad_accum_steps=2"]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = load_file(str(tmp_path / "one" / "export" / "model.safetensors"))
     two = load_file(str(tmp_path / "two" / "export" / "model.safetensors"))
@@ -183,7 +183,7 @@ def test_task_state_must_be_loadable_without_code() -> None:
 def test_evaluation_during_training(tmp_path: Path) -> None:
     """eval: {table, every_epochs} runs the evaluation engine on the current weights each epoch,
     logs its metrics, and leaves training untouched (same weights as without evaluation)."""
-    from tests.fixtures.salad_data import make_vpr_lists
+    from zoo.data.synthetic import make_vpr_lists
 
     data = tmp_path / "data"
     make_vpr_lists(data, "nordland", num_places=3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures.aml_data import random_revisited_case
+from tests.fixtures.revisited_case import random_revisited_case
 from zoo.data.base import RetrievalSet
 from zoo.metrics.base import get_protocol
 from zoo.metrics.revisited import compute_map, rank_database, setting_gnd

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Literal
 
 import yaml
 
+from zoo.data.synthetic import SYNTHETIC_SETS
 from zoo.engine.schedules import OPTIMIZERS, REQUIRED, SCHEDULER_COMMON, SCHEDULER_PARAMS
 from zoo.errors import InputError
 from zoo.registry import did_you_mean
@@ -41,6 +42,7 @@ def default_recipes_dir() -> Path:
 
 SchedulerName = Literal.__getitem__(tuple(SCHEDULER_PARAMS))
 OptimizerName = Literal.__getitem__(OPTIMIZERS)
+SyntheticName = Literal.__getitem__(tuple(SYNTHETIC_SETS.names()))
 
 
 @dataclass
@@ -59,6 +61,8 @@ class DataSpec:
 
     subdir: str | None = None
     args: dict[str, Any] = setting({})
+    synthetic: SyntheticName | None = setting(
+        None, help="a tiny generated set in the benchmark's layout, written to OUT/data without --data-root")
 
 
 @dataclass
@@ -158,6 +162,10 @@ def validate(recipe: Any, source: str = "recipe") -> dict[str, Any]:
         raise RecipeError(f"{source}: {err}") from None
     if out["optimizer"]["name"] != "sgd" and (out["optimizer"]["momentum"] or out["optimizer"]["nesterov"]):
         raise RecipeError(f"{source}: optimizer.momentum/nesterov apply to sgd only, not {out['optimizer']['name']}")
+    synthetic, subdir = out["data"]["synthetic"], out["data"]["subdir"]
+    if synthetic and SYNTHETIC_SETS.get(synthetic).subdir != subdir:
+        raise RecipeError(f"{source}: data.synthetic: {synthetic!r} writes {SYNTHETIC_SETS.get(synthetic).subdir}/, "
+                          f"but data.subdir is {subdir!r}")
     return out
 
 

@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -37,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 import zoo
 from zoo import distributed as D
+from zoo.data.synthetic import materialise
 from zoo.distributed import unwrap
 from zoo.engine.checkpoint import check_plain, list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zoo.engine.recipes import RecipeError, dump_recipe, validate
@@ -306,10 +308,18 @@ def _check_model(recipe: dict[str, Any]) -> None:
         raise RecipeError(f"model: {err.args[0] if err.args else err}") from None
 
 
-def resolve_data_dir(recipe: dict[str, Any], data_root: Path | None) -> Path | None:
-    """``data_root / data.subdir`` (checked to exist), ``data_root`` without a subdir, or None."""
+def resolve_data_dir(recipe: dict[str, Any], data_root: Path | None, out_dir: Path | None = None) -> Path | None:
+    """``data_root / data.subdir`` (checked to exist), ``data_root`` without a subdir, or None.
+
+    Without ``data_root``, a recipe with ``data.synthetic`` gets its tiny generated set in ``out_dir/data``.
+    """
     subdir = recipe["data"]["subdir"]
     if data_root is None:
+        if recipe["data"]["synthetic"] and out_dir is not None:
+            data_dir = materialise(recipe["data"]["synthetic"], Path(out_dir) / "data")
+            if os.environ.get("RANK", "0") == "0":
+                log.info("no --data-root: training on the synthetic %r set in %s", recipe["data"]["synthetic"], data_dir)
+            return data_dir
         if subdir:
             raise DatasetError(f"recipe {recipe['name']!r} trains on {subdir!r}: pass --data-root DIR "
                                f"(the folder that holds {subdir}/)")
@@ -344,7 +354,7 @@ class Trainer:
         self.opts = options
         self.task_cls = _resolve_task(recipe)
         _check_model(recipe)
-        self.data_dir = resolve_data_dir(recipe, options.data_root)
+        self.data_dir = resolve_data_dir(recipe, options.data_root, options.out_dir)
         self.owns_group = not D.is_distributed()
         self.dist: DistInfo = D.init_distributed(options.device)
         self.dtype = _DTYPES[recipe["precision"]]

@@ -3,32 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.fixtures.aml_data import make_revisited
+import pytest
 
-REPO = Path(__file__).resolve().parents[3]
-REPRODUCE = REPO / "eval" / "reproduce.py"
+from zoo.cli.reproduce import main
+from zoo.data.synthetic import make_revisited
 
 
-def test_reproduce_roxford_rparis_end_to_end(tmp_path: Path) -> None:
+def test_reproduce_roxford_rparis_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture) -> None:
     data = tmp_path / "data"
     for name in ("roxford5k", "rparis6k"):
         make_revisited(data / name, name, n_landmarks=2, per_landmark=3, n_distractors=2, size=(96, 72))
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # random weights (no download); rows: the four teacher rows (published numbers) and the MobileNetV2
     # student of VGG16, symmetric and asymmetric (the ResNet-101 / EfficientNet rows only cost time)
-    proc = subprocess.run([sys.executable, str(REPRODUCE), "--table", "roxford_rparis", "--data-root", str(data),
-                           "--rows", "0", "1", "6", "7", "10", "11", "--pretrained", "false", "--device", "cpu",
-                           "--num-workers", "0", "--no-progress", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(["--table", "roxford_rparis", "--data-root", str(data),
+                 "--rows", "0", "1", "6", "7", "10", "11", "--pretrained", "false", "--device", "cpu",
+                 "--num-workers", "0", "--no-progress", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.out[-3000:] + printed.err[-3000:]
     for published in ("65.4", "40.1", "76.7", "55.2", "60.9", "32.9", "69.3", "44.2"):
-        assert published in proc.stdout, proc.stdout
+        assert published in printed.out, printed.out
     report = json.loads((out / "roxford_rparis.json").read_text())
     rows = {r["model"]: r for r in report["rows"] if r["dataset"] == "roxford5k"}
     assert set(rows) == {"aml_student.teacher_resnet101", "aml_student.teacher_vgg16", "aml_student.mobilenetv2_vgg16",

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import zoo
-from tests.fixtures.aml_data import make_sfm120k
+from zoo.data.synthetic import make_sfm120k
 from zoo.engine.recipes import resolve_recipe
-from zoo.engine.train import Trainer, TrainOptions
 from zoo.models.aml.task import AMLTask
 from zoo.task import DistInfo
 
@@ -23,10 +22,10 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_smoke_recipe_loss_falls(data_root: Path, tmp_path: Path) -> None:
+def test_smoke_recipe_loss_falls(smoke_run) -> None:
     recipe = resolve_recipe("aml-smoke")
-    result = Trainer(recipe, TrainOptions(tmp_path / "run", data_root=data_root, device="cpu", progress=False)).run()
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    result = smoke_run("aml-smoke")  # on its generated retrieval-SfM-120k set (shared with tests/test_end_to_end.py)
+    rows = [json.loads(x) for x in (result.out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r["kind"] == "train"]
     last_epoch = [r["loss"] for r in rows if r["kind"] == "train" and r["epoch"] == recipe["epochs"] - 1]
     assert sum(last_epoch) / len(last_epoch) < 0.6 * losses[0]

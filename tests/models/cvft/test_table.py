@@ -4,9 +4,6 @@ computed here with the original's formula (test_cvusa.py) from the model's own d
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,28 +11,27 @@ import pytest
 import torch
 
 import zoo
-from tests.fixtures.cvft_data import make_cvusa
+from zoo.cli.reproduce import main
+from zoo.data.synthetic import make_cvusa
 from zoo.io import load_image
 
-REPO = Path(__file__).resolve().parents[3]
-REPRODUCE = REPO / "eval" / "reproduce.py"
 
-
-def test_reproduce_cvusa_table_end_to_end(tmp_path: Path) -> None:
+def test_reproduce_cvusa_table_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
     root = make_cvusa(tmp_path / "data" / "CVUSA", n_train=0, n_val=3)
     torch.manual_seed(0)
     model = zoo.create_model("cvft_vgg", pretrained=False)
     from zoo.export import export_pretrained
     weights = export_pretrained(model, tmp_path / "weights", card=False)
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(REPRODUCE), "--table", "cvusa", "--data-root", str(tmp_path / "data"),
-                           "--pretrained", str(weights), "--device", "cpu", "--out", str(out), "--batch-size", "2",
-                           "--num-workers", "0", "--no-progress"],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(["--table", "cvusa", "--data-root", str(tmp_path / "data"),
+                 "--pretrained", str(weights), "--device", "cpu", "--out", str(out), "--batch-size", "2",
+                 "--num-workers", "0", "--no-progress"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.out[-3000:] + printed.err[-3000:]
     for published in ("61.43", "84.69", "90.49", "99.02"):
-        assert published in proc.stdout, proc.stdout
+        assert published in printed.out, printed.out
 
     # The original's evaluation on the same images and weights.
     ground_tf, aerial_tf = zoo.get_transforms("cvft_vgg")

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import zoo
-from tests.fixtures.cvft_data import make_cvact, make_cvusa
+from zoo.data.synthetic import make_cvact
 from zoo.engine.recipes import resolve_recipe
-from zoo.engine.train import TrainOptions, train
 from zoo.errors import DatasetError
 from zoo.models.cvft.task import CVFTTask
 from zoo.task import DistInfo
@@ -44,11 +43,9 @@ def test_task_freezes_conv1_to_conv3_and_masks_cvact_pairs(tmp_path: Path) -> No
         CVFTTask({**recipe, "task_args": {"margin": 1}}, tmp_path, DistInfo())
 
 
-def test_smoke_recipe_trains_and_the_loss_falls(tmp_path: Path) -> None:
-    make_cvusa(tmp_path / "CVUSA", n_train=8, n_val=2)
-    result = train(resolve_recipe("cvft-smoke"),
-                   TrainOptions(out_dir=tmp_path / "run", data_root=tmp_path, device="cpu", progress=False))
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+def test_smoke_recipe_trains_and_the_loss_falls(smoke_run) -> None:
+    result = smoke_run("cvft-smoke")  # on its generated CVUSA set (shared with tests/test_end_to_end.py)
+    rows = [json.loads(line) for line in (result.out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r.get("kind") == "train" and "loss" in r]
     assert len(losses) == 16                        # 8 epochs x (8 pairs / 4 per batch)
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3

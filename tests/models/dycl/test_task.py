@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import zoo
-from tests.fixtures.dycl_data import make_da_campus
+from zoo.data.synthetic import make_da_campus
 from zoo.engine.recipes import resolve_recipe
-from zoo.engine.train import TrainOptions, train
 from zoo.errors import DatasetError
 from zoo.models.dycl.task import DyCLTask
 from zoo.task import DistInfo
@@ -54,11 +53,9 @@ def test_param_groups_and_backbone_warmup(tmp_path: Path) -> None:
     assert all(p.requires_grad for p in model.backbone.parameters())
 
 
-def test_smoke_recipe_trains_and_the_loss_falls(tmp_path: Path) -> None:
-    make_da_campus(tmp_path)
-    recipe = resolve_recipe("dycl-smoke")
-    result = train(recipe, TrainOptions(out_dir=tmp_path / "run", data_root=tmp_path, device="cpu", progress=False))
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+def test_smoke_recipe_trains_and_the_loss_falls(smoke_run) -> None:
+    result = smoke_run("dycl-smoke")  # on its generated DA-Campus set (shared with tests/test_end_to_end.py)
+    rows = [json.loads(line) for line in (result.out / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r.get("kind") == "train" and "loss" in r]
     assert len(train_rows) == 12                     # 6 epochs x (24 pairs / 12)
     losses = [r["loss"] for r in train_rows]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -10,11 +13,11 @@ import pytest
 import torch
 
 import zoo
-from zoo.__main__ import main as zoo_cli
 from zoo.errors import CheckpointError
 from zoo.hub import load_pretrained_dir
 from zoo.models.salad.convert import convert_salad_checkpoint
 
+REPO = Path(__file__).resolve().parents[3]
 VARIANTS = {"8192_256": (64, 128, 256), "2048_64": (32, 64, 64), "512_32": (16, 32, 32)}
 
 
@@ -73,12 +76,17 @@ def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
         convert_salad_checkpoint(path)
 
 
-def test_cli_convert_writes_a_loadable_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_convert_writes_a_loadable_directory(tmp_path: Path) -> None:
+    """A real ``python -m zoo convert`` process (the other command-line tests call main() in-process)."""
     model, state = _original_layout("2048_64")
     path = tmp_path / "dino_salad.ckpt"
     torch.save(state, path)
     out = tmp_path / "converted"
-    assert zoo_cli(["convert", "dinov2_salad", "--checkpoint", str(path), "--out", str(out)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "zoo", "convert", "dinov2_salad", "--checkpoint", str(path), "--out", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"wrote {out / 'model.safetensors'}" in proc.stdout
     _, config = load_pretrained_dir(out)
     assert config["variant_tag"] == "2048_64" and config["source"]["file"] == "dino_salad.ckpt"
     loaded = zoo.create_model("dinov2_salad", pretrained=str(out))

@@ -4,19 +4,17 @@ the 8192+256 rows, the other variants' rows differ only in the model variant).""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
+
 import zoo
-from tests.fixtures.salad_data import make_vpr_lists
-
-REPO = Path(__file__).resolve().parents[3]
-REPRODUCE = REPO / "eval" / "reproduce.py"
+from zoo.cli.reproduce import main
+from zoo.data.synthetic import make_vpr_lists
 
 
-def test_reproduce_salad_table_end_to_end(tmp_path: Path) -> None:
+def test_reproduce_salad_table_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
     data = tmp_path / "data"
     for name in ("msls_val", "msls_challenge", "nordland", "sped", "pitts250k_test"):
         make_vpr_lists(data, name, num_places=3)
@@ -26,15 +24,15 @@ def test_reproduce_salad_table_end_to_end(tmp_path: Path) -> None:
     from zoo.export import export_pretrained
     weights = export_pretrained(model, tmp_path / "weights", card=False)
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(REPRODUCE), "--table", "salad", "--data-root", str(data),
-                           "--pretrained", str(weights), "--device", "cpu", "--out", str(out),
-                           "--model", "dinov2_salad.8192_256", "--num-workers", "0", "--no-progress"],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(["--table", "salad", "--data-root", str(data),
+                 "--pretrained", str(weights), "--device", "cpu", "--out", str(out),
+                 "--model", "dinov2_salad.8192_256", "--num-workers", "0", "--no-progress"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.out[-3000:] + printed.err[-3000:]
     # Published numbers are printed beside ours.
     for published in ("75.0", "92.2", "76.0", "95.1", "92.1"):
-        assert published in proc.stdout, proc.stdout
+        assert published in printed.out, printed.out
     # The MSLS challenge row wrote its submission file: one line per query, query key first.
     submissions = list(out.rglob("msls_challenge_submission_*.txt"))
     assert submissions, sorted(str(p.relative_to(out)) for p in out.rglob("*"))

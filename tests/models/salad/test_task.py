@@ -9,9 +9,7 @@ import pytest
 import torch
 
 import zoo
-from tests.fixtures.salad_data import make_gsv_cities
 from zoo.engine.recipes import resolve_recipe
-from zoo.engine.train import TrainOptions, train
 from zoo.errors import DatasetError
 from zoo.models.salad.task import SALADTask
 from zoo.task import DistInfo
@@ -35,11 +33,9 @@ def test_task_checks_data_and_arguments(tmp_path: Path) -> None:
         SALADTask({**recipe, "task_args": {"colour": 1}}, tmp_path, DistInfo())
 
 
-def test_smoke_recipe_trains_and_the_loss_falls(tmp_path: Path) -> None:
-    make_gsv_cities(tmp_path)
-    recipe = resolve_recipe("salad-smoke")
-    result = train(recipe, TrainOptions(out_dir=tmp_path / "run", data_root=tmp_path, device="cpu", progress=False))
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+def test_smoke_recipe_trains_and_the_loss_falls(smoke_run) -> None:
+    result = smoke_run("salad-smoke")  # on its generated GSV-Cities set (shared with tests/test_end_to_end.py)
+    rows = [json.loads(line) for line in (result.out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r.get("kind") == "train" and "loss" in r]
     assert len(losses) == 16                       # 8 epochs x (16 places / 8 per batch)
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from tests.fixtures.ucdir_data import make_office_home
+from zoo.data.synthetic import make_office_home
 from zoo.engine.checkpoint import list_checkpoints, load_checkpoint
 from zoo.engine.recipes import resolve_recipe
 from zoo.engine.train import TrainOptions, train
@@ -44,11 +44,9 @@ def test_task_checks_data_and_arguments(tmp_path: Path) -> None:
         UCDIRTask({**recipe, "task_args": {"select_epoch": "best"}}, tmp_path, DistInfo())
 
 
-def test_smoke_recipe_trains_clusters_and_the_loss_falls(tmp_path: Path) -> None:
-    data = make_office_home(tmp_path, domains=("Product", "Clipart"), num_classes=3, per_class=2, size=40)
-    recipe = resolve_recipe("ucdir-smoke")
-    result = train(recipe, TrainOptions(out_dir=tmp_path / "run", data_root=data.parent, device="cpu", progress=False))
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+def test_smoke_recipe_trains_clusters_and_the_loss_falls(smoke_run) -> None:
+    result = smoke_run("ucdir-smoke")  # on its generated Office-Home set (shared with tests/test_end_to_end.py)
+    rows = [json.loads(line) for line in (result.out / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r.get("kind") == "train"]
     assert len(rows) == 30  # one step per epoch
     # cluster-wise loss from epoch 10, self-entropy and distance-of-distance from epoch 20
@@ -59,14 +57,14 @@ def test_smoke_recipe_trains_clusters_and_the_loss_falls(tmp_path: Path) -> None
     total = [r["loss"] for r in rows[20:]]
     assert sum(total[-3:]) / 3 < sum(total[:3]) / 3, total
     # the task state (memory banks, clusters) is in the checkpoint for an exact resume
-    state = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["task"]
+    state = load_checkpoint(list_checkpoints(result.out / "checkpoints")[-1])["task"]
     assert [tuple(b.shape) for b in state["banks"]] == [(128, 6), (128, 9)]
     assert state["clusters"]["centroids"][1][0].shape == (3, 128)
     torch.testing.assert_close(state["clusters"]["centroids"][0][0].norm(dim=1), torch.ones(3))
     # the export is the key encoder, loadable as a zoo model
     model = zoo.create_model("ucdir_moco", pretrained=str(result.export_dir))
     assert model.arch == "resnet18" and model.zoo_config["descriptor_dim"] == 128
-    key = torch.load(list_checkpoints(tmp_path / "run" / "checkpoints")[-1], weights_only=True)["model"]
+    key = torch.load(list_checkpoints(result.out / "checkpoints")[-1], weights_only=True)["model"]
     torch.testing.assert_close(model.encoder.fc[2].weight, key["encoder_k.encoder.fc.2.weight"])
 
 
