@@ -42,7 +42,7 @@ import torch  # noqa: E402
 
 import zoo  # noqa: E402
 from bench._timing import seconds_per_call  # noqa: E402
-from zoo.data.images import list_images, load_image  # noqa: E402
+from zoo.io import list_images, load_image  # noqa: E402
 from zoo.search import knn  # noqa: E402
 
 SAMPLES = REPO_ROOT / "assets" / "samples"
@@ -302,24 +302,14 @@ def search(device: torch.device, dry: bool, k: int) -> dict[str, Any]:
 
 
 def _make_recipe_data(recipe: str, root: Path) -> None:
-    """Tiny training data in each recipe's on-disk layout (the generators the test suite uses)."""
-    if recipe == "salad-smoke":
-        from tests.fixtures.salad_data import make_gsv_cities
-        make_gsv_cities(root)
-    elif recipe == "dycl-smoke":
-        from tests.fixtures.dycl_data import make_da_campus
-        make_da_campus(root)
-    elif recipe == "cvft-smoke":
-        from tests.fixtures.cvft_data import make_cvusa
-        make_cvusa(root / "CVUSA", n_train=8, n_val=3)
-    elif recipe == "ucdir-smoke":
-        from tests.fixtures.ucdir_data import make_office_home
-        make_office_home(root)
-    elif recipe == "aml-smoke":
-        from tests.fixtures.aml_data import make_sfm120k
-        make_sfm120k(root / "retrieval-SfM-120k")
-    else:
-        raise ValueError(f"no data generator for recipe {recipe!r}")
+    """Tiny training data in the recipe's on-disk layout: the synthetic set the smoke recipe names."""
+    from zoo.data.synthetic import materialise
+    from zoo.engine.recipes import resolve_recipe
+
+    synthetic = resolve_recipe(recipe)["data"]["synthetic"]
+    if synthetic is None:
+        raise ValueError(f"recipe {recipe!r} names no synthetic data set (data.synthetic)")
+    materialise(synthetic, root)
 
 
 def ddp(device: torch.device, recipes: tuple[str, ...], timeout: int) -> dict[str, Any]:
