@@ -269,8 +269,11 @@ def download(ref: FileRef) -> Path:
     if isinstance(ref, DriveFile):
         from zoo.drive import download_drive
 
-        return download_drive(ref)
-    return download_hub_file(ref) if isinstance(ref, HubFile) else download_url(ref)
+        path = download_drive(ref)
+    else:
+        path = download_hub_file(ref) if isinstance(ref, HubFile) else download_url(ref)
+    warn_unpinned(ref)  # said once the file is here and used, not before a download that may fail
+    return path
 
 
 _WARNED_UNPINNED: set[FileRef] = set()
@@ -301,8 +304,6 @@ def _convert_cached(info: ModelInfo, checkpoint: Path, options: dict[str, Path] 
 
 
 def _resolve_source(info: ModelInfo, name: str, source: WeightSource) -> ResolvedWeights:
-    for ref in source.files():
-        warn_unpinned(ref)
     if source.kind == "init":
         init_fn = source.init_fn
         assert init_fn is not None
@@ -311,7 +312,7 @@ def _resolve_source(info: ModelInfo, name: str, source: WeightSource) -> Resolve
                                init_fn=lambda model: init_fn(model, *paths))
     if source.kind == "zoo":
         assert isinstance(source.file, HubFile)
-        weights = download_hub_file(source.file)
+        weights = download(source.file)
         download_hub_file(HubFile(source.file.repo_id, CONFIG_NAME, source.file.revision, None, source.file.repo_type))
         state_dict, config = load_pretrained_dir(weights)
         return ResolvedWeights(f"hf-hub:{source.file.repo_id}@{source.file.revision}", state_dict, config)

@@ -22,7 +22,7 @@ def test_every_smoke_recipe_names_a_synthetic_set() -> None:
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"subdir": "DA_Campus", "synthetic": "da_campos"}, "data.synthetic: expected one of .*did you mean da_campus"),
+    ({"subdir": "DA_Campus", "synthetic": "da_campos"}, "data.synthetic: expected one of .*Did you mean da_campus"),
     ({"subdir": "DA_Campus", "synthetic": 3}, "data.synthetic: expected one of"),
     ({"subdir": "CVUSA", "synthetic": "da_campus"}, "data.synthetic: 'da_campus' writes DA_Campus/, but data.subdir is 'CVUSA'"),
     ({"synthetic": "cvusa"}, "data.synthetic: 'cvusa' writes CVUSA/, but data.subdir is None"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Callable
 
 from zoo.errors import ZooError
@@ -49,8 +50,17 @@ def user_error(err: BaseException) -> str | None:
     return None
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    return f"warning: {message}\n"
+
+
 def run_guarded(work: Callable[[], int], prog: str) -> int:
-    """``work()``, with the errors a user can fix turned into ``PROG: error: MESSAGE`` and exit status 2."""
+    """``work()``, with the errors a user can fix turned into ``PROG: error: MESSAGE`` and exit status 2.
+
+    Warnings (e.g. an unpinned weights file) print as one ``warning:`` line, not with a source line.
+    """
+    warnings.formatwarning = _one_line_warning
     try:
         return work()
     except Exception as err:
