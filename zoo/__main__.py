@@ -15,7 +15,7 @@ from typing import Any, Sequence
 EPILOG = """examples:
   python -m zoo list
   python -m zoo convert dinov2_salad --checkpoint dino_salad.ckpt --out weights/salad
-  python -m zoo convert cvft_vgg --checkpoint Model/CVUSA/model.ckpt --out weights/cvft
+  python -m zoo convert cvft_vgg.cvusa --checkpoint Model/CVUSA/model.ckpt --out weights/cvft
   python -m zoo export dinov2_salad --pretrained weights/salad --out release/salad
   python -m zoo export dinov2_salad --format onnx --quantize int8 --out release/salad-onnx
   python -m zoo push release/salad --repo my-org/dinov2-salad
