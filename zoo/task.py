@@ -74,6 +74,13 @@ class TrainTask:
         """The module trained (may wrap the zoo model, e.g. UCDIR's two encoders)."""
         raise NotImplementedError
 
+    def recipe_model(self, pretrained: bool | str | None = None) -> nn.Module:
+        """The recipe's ``model`` (name, variant, builder args) built through :attr:`create_model`, with the
+        recipe's weights or, when given, ``pretrained``."""
+        spec = self.recipe["model"]
+        return self.create_model(spec["name"], pretrained=spec["pretrained"] if pretrained is None else pretrained,
+                                 variant=spec["variant"], **(spec["args"] or {}))
+
     def build_dataset(self) -> Dataset:
         raise NotImplementedError
 

@@ -127,9 +127,7 @@ class AMLTask(TrainTask):
                                 else min(self.query_size, len(self.split.qpool)))
 
     def build_model(self) -> nn.Module:
-        spec = self.recipe["model"]
-        model = self.create_model(spec["name"], pretrained=spec.get("pretrained", False), variant=spec.get("variant"),
-                                 **(spec.get("args") or {}))
+        model = self.recipe_model()
         if model.teacher is not None or model.student is None:
             raise InputError("model: AML trains a student alone (a symmetric variant, e.g. mobilenetv2_resnet101); "
                              "the teacher is built by the task")

@@ -85,21 +85,15 @@ class CVFTTask(TrainTask):
             if missing:
                 raise DatasetError(f"CVACT {self.split}: {len(missing)} image(s) missing, e.g. {missing[0]}")
 
-    def _model_spec(self) -> dict[str, Any]:
-        spec = self.recipe["model"]
-        return {"name": spec["name"], "variant": spec.get("variant"), "args": spec.get("args") or {},
-                "pretrained": spec.get("pretrained", False)}
-
     def build_model(self) -> nn.Module:
-        spec = self._model_spec()
-        model = self.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec["variant"], **spec["args"])
+        model = self.recipe_model()
         for stack in (model.grd_vgg, model.sat_vgg):
             for name in FROZEN_LAYERS:
                 getattr(stack, name).requires_grad_(False)
         return model.train()
 
     def build_dataset(self) -> Dataset:
-        spec = self._model_spec()
+        spec = self.recipe["model"]
         ground_tf, aerial_tf = cvft_transforms(**cvft_preprocessing(spec["args"]))
         return CrossViewPairs(self.pairs, ground_tf, aerial_tf, self.utm)
 

@@ -92,9 +92,7 @@ class DyCLTask(TrainTask):
             raise DatasetError(f"{self.data_root / 'satellite' / 'train.txt'} lists no image")
 
     def build_model(self) -> nn.Module:
-        spec = self.recipe["model"]
-        model = self.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec.get("variant"),
-                                 **(spec.get("args") or {}))
+        model = self.recipe_model()
         # built after the engine's seeding, so the proxies are the same on every rank and every run
         self.criterion = DyCLCriterion(self.num_places, model.embed_dim, **self.loss_args).to(self.dist.device)
         return model.train()

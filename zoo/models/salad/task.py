@@ -68,10 +68,7 @@ class SALADTask(TrainTask):
         self.cities = check_gsv_cities(self.data_root, self.cities)
 
     def build_model(self) -> nn.Module:
-        spec = self.recipe["model"]
-        model = self.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec["variant"],
-                                 **(spec.get("args") or {}))
-        return model.train()
+        return self.recipe_model().train()
 
     def build_dataset(self) -> Dataset:
         return GSVCities(self.data_root, self.cities, self.min_images,

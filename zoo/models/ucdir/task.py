@@ -254,9 +254,7 @@ class UCDIRTask(TrainTask):
             raise DatasetError(f"task_args.num_cluster {max(self.num_cluster)} exceeds the {small} images of the smaller domain")
 
     def build_model(self) -> nn.Module:
-        spec = self.recipe["model"]
-        encoder = self.create_model(spec["name"], pretrained=spec["pretrained"], variant=spec["variant"],
-                                   **(spec.get("args") or {}))
+        encoder = self.recipe_model()
         model = UCDIRModel(encoder, self.momentum, self.key_bn_splits)
         # Under DDP each process normalises its share of the shuffled keys: keep 2 groups in all when possible.
         set_bn_splits(model.encoder_k, max(1, self.key_bn_splits // self.dist.world_size))
@@ -348,8 +346,7 @@ class UCDIRTask(TrainTask):
         self.best = state["best"]
 
     def export_model(self, model: nn.Module) -> nn.Module:
-        spec = self.recipe["model"]
-        out = self.create_model(spec["name"], pretrained=False, variant=spec["variant"], **(spec.get("args") or {}))
+        out = self.recipe_model(pretrained=False)
         inner: UCDIRModel = D.unwrap(model)  # type: ignore[assignment]
         state = inner.encoder_k.state_dict()
         note = "key encoder of the last epoch"
