@@ -33,6 +33,7 @@ from zoo.data.base import ImageRecord  # noqa: E402
 from zoo.engine.extract import extract_descriptors  # noqa: E402
 from zoo.io import list_images  # noqa: E402
 from zoo.search import knn  # noqa: E402
+from zoo.settings import parse_pretrained  # noqa: E402
 
 SAMPLES = REPO_ROOT / "assets" / "samples"
 
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=1, help="timed passes per precision; the best is kept")
     args = parser.parse_args()
-    pretrained = {"true": True, "false": False}.get(args.pretrained.lower(), args.pretrained)
+    pretrained = parse_pretrained(args.pretrained)
 
     queries = [ImageRecord(p) for p in list_images(args.queries)]
     database = [ImageRecord(p) for p in list_images(args.database)]

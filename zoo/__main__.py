@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from zoo.settings import parse_pretrained
+
 EPILOG = """examples:
   python -m zoo list
   python -m zoo convert dinov2_salad --checkpoint dino_salad.ckpt --out weights/salad
@@ -174,7 +176,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.image_size is not None and not 1 <= len(args.image_size) <= 2:
         raise InputError(f"--image-size takes H or H W, got {len(args.image_size)} numbers")
     check_output_dir(args.out)
-    model = zoo.create_model(args.name, pretrained=_pretrained_arg(args.pretrained))
+    model = zoo.create_model(args.name, pretrained=parse_pretrained(args.pretrained))
     if args.format == "onnx":
         from zoo.onnx import DEFAULT_OPSET, export_onnx
 
@@ -235,7 +237,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     from zoo.retrieve import retrieve_folders
 
     result = retrieve_folders(
-        model_name=args.model, pretrained=_pretrained_arg(args.pretrained), queries=args.queries,
+        model_name=args.model, pretrained=parse_pretrained(args.pretrained), queries=args.queries,
         database=args.database, out_dir=args.out, topk=args.topk, device=args.device,
         batch_size=args.batch_size, precision=args.precision, skip_corrupt=args.skip_corrupt,
         coords=args.coords, utm_zone=args.utm_zone, radius=args.radius)
@@ -262,16 +264,16 @@ def cmd_index(args: argparse.Namespace) -> int:
                   progress=not args.quiet)
     if args.index_command == "build":
         result = index.build_index(args.model, args.out, images=args.images, list_file=args.list, kind=args.kind,
-                                   pretrained=_pretrained_arg(args.pretrained), coords=args.coords,
+                                   pretrained=parse_pretrained(args.pretrained), coords=args.coords,
                                    utm_zone=args.utm_zone, cache_dir=args.cache_dir, overwrite=args.overwrite,
                                    precision=args.precision, **common)
     elif args.index_command == "add":
         result = index.add_to_index(args.index, images=args.images, list_file=args.list, coords=args.coords,
-                                    pretrained=None if args.pretrained is None else _pretrained_arg(args.pretrained),
+                                    pretrained=parse_pretrained(args.pretrained),
                                     utm_zone=args.utm_zone, cache_dir=args.cache_dir, **common)
     else:
         result = index.search_index(args.index, args.queries, args.out, topk=args.topk, rerank_n=args.rerank,
-                                    pretrained=None if args.pretrained is None else _pretrained_arg(args.pretrained),
+                                    pretrained=parse_pretrained(args.pretrained),
                                     nprobe=args.nprobe, ef=args.ef, coords=args.coords, utm_zone=args.utm_zone,
                                     radius=args.radius, **common)
     for line in result.summary_lines():
@@ -366,9 +368,6 @@ def _add_index_parser(sub) -> None:
     _add_radius_option(s)
     common(s)
 
-
-def _pretrained_arg(value: str) -> bool | str:
-    return {"true": True, "false": False}.get(value.lower(), value)
 
 
 def build_parser() -> argparse.ArgumentParser:

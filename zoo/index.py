@@ -61,6 +61,7 @@ import numpy as np
 
 from zoo.errors import DatasetError, InputError
 from zoo.io import atomic_path, atomic_write_text
+from zoo.settings import parse_pretrained
 
 __all__ = ["KINDS", "DEFAULT_RERANK", "ivfpq_params", "factory_string", "build_faiss_index", "set_search_params",
            "rerank", "index_bytes", "MapIndex", "build_index", "add_to_index", "search_index", "read_image_list"]
@@ -278,11 +279,6 @@ def _image_paths(images: str | Path | None, list_file: str | Path | None) -> lis
 # --------------------------------------------------------------------------- model identity
 
 
-def _pretrained_arg(value: bool | str) -> bool | str:
-    if isinstance(value, str):
-        return {"true": True, "false": False}.get(value.lower(), value)
-    return value
-
 
 def _load_model(name: str, pretrained: bool | str) -> tuple[Any, dict[str, Any], tuple]:
     """The model, its identity (what the manifest records) and its (query, database) transforms.
@@ -295,7 +291,7 @@ def _load_model(name: str, pretrained: bool | str) -> tuple[Any, dict[str, Any],
     from zoo.engine.extract import transform_id, weights_hash
 
     torch.manual_seed(0)
-    model = zoo.create_model(name, pretrained=_pretrained_arg(pretrained))
+    model = zoo.create_model(name, pretrained=parse_pretrained(pretrained))
     cfg = model.zoo_config
     transforms = zoo.model_transforms(model)
     identity = {"name": cfg["architecture"], "variant_tag": cfg["variant_tag"], "variant": cfg["variant"],

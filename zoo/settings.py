@@ -212,3 +212,11 @@ def as_dict(settings: Any) -> Any:
     if isinstance(settings, dict):
         return {k: as_dict(v) for k, v in settings.items()}
     return settings
+
+
+def parse_pretrained(value: bool | str | None) -> bool | str | None:
+    """A ``--pretrained`` value from the command line: ``true``/``false`` (any case) become booleans,
+    every other string (a weight source name, a path, ``hf-hub:...``) and None stay as they are."""
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.lower(), value)
+    return value

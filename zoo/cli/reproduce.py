@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from zoo.settings import parse_pretrained
+
 EPILOG = """examples:
   python -m zoo eval --list --data-root /data
   python -m zoo eval --table salad --data-root /data --device cuda --precision bf16
@@ -59,11 +61,6 @@ def build_parser(prog: str = "python -m zoo eval") -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
-
-def _pretrained(value: str | None) -> bool | str | None:
-    if value is None:
-        return None
-    return {"true": True, "false": False}.get(value.lower(), value)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -113,7 +110,7 @@ def _evaluate(args: argparse.Namespace, prog: str) -> int:
     from zoo.engine.evaluate import evaluate_table
 
     evaluate_table(args.table, args.data_root, rows=args.rows, model=args.model,
-                   pretrained=_pretrained(args.pretrained), device=args.device, batch_size=args.batch_size,
+                   pretrained=parse_pretrained(args.pretrained), device=args.device, batch_size=args.batch_size,
                    num_workers=args.num_workers, precision=args.precision, out_dir=args.out,
                    cache_dir=args.cache_dir, use_cache=not args.no_cache, skip_corrupt=args.skip_corrupt,
                    shard_size=args.shard_size, progress=not args.no_progress, tables_dir=args.tables_dir,
